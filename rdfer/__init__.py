@@ -1,0 +1,35 @@
+"""rdfer: robust dynamic facial expression recognition for any PyTorch video model.
+
+>>> import rdfer
+>>> model = rdfer.wrap_with_rdfer("tiny_cnn", num_classes=7)
+>>> out = model(video)            # video: (B, C, T, H, W) float
+>>> out.logits, out.clip_logits   # (B, K), (B, n_clips, K)
+"""
+
+__version__ = "0.1.0"
+
+from .backbones import BackboneContractError, FrameEncoder, as_backbone, validate_backbone
+from .registry import (
+    create_backbone,
+    create_model,
+    is_backbone,
+    list_backbones,
+    list_models,
+    register_backbone,
+    register_model,
+)
+
+__all__ = [
+    "__version__",
+    "register_backbone",
+    "create_backbone",
+    "list_backbones",
+    "is_backbone",
+    "register_model",
+    "create_model",
+    "list_models",
+    "as_backbone",
+    "validate_backbone",
+    "FrameEncoder",
+    "BackboneContractError",
+]

@@ -1,0 +1,157 @@
+"""Name -> factory registries for backbones and whole wrapped models.
+
+The feel follows ``timm.create_model`` / ``torchvision.models.get_model``::
+
+    @rdfer.register_backbone("my_net")
+    def my_net(pretrained=False, **kwargs) -> nn.Module: ...
+
+    rdfer.list_backbones("r*")            # fnmatch wildcards, sorted
+    rdfer.create_backbone("r3d_18")
+
+Families: a registry can also route a whole name prefix to one factory (``timm/<name>`` builds
+any timm image model as a frame encoder). Family members are listed as ``"timm/*"`` in the plain
+listing and expanded when a pattern names the prefix (``list_backbones("timm/resnet*")``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from typing import Callable, Dict, Iterable, List, Optional, TypeVar
+
+import torch.nn as nn
+
+__all__ = [
+    "Registry",
+    "register_backbone",
+    "create_backbone",
+    "list_backbones",
+    "is_backbone",
+    "register_model",
+    "create_model",
+    "list_models",
+]
+
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+
+class Registry:
+    """A mapping from names to factories returning ``nn.Module`` objects."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._factories: Dict[str, Callable[..., nn.Module]] = {}
+        # prefix -> (factory(member_name, **kw), lister(pattern) -> member names)
+        self._families: Dict[str, tuple] = {}
+
+    def register(self, name: str) -> Callable[[F], F]:
+        """Decorator: register ``fn`` under ``name``. Re-registering a name is an error."""
+
+        def decorator(fn: F) -> F:
+            if name in self._factories:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._factories[name] = fn
+            return fn
+
+        return decorator
+
+    def register_family(
+        self,
+        prefix: str,
+        factory: Callable[..., nn.Module],
+        lister: Callable[[str], Iterable[str]],
+    ) -> None:
+        """Route every name ``prefix + member`` to ``factory(member, **kwargs)``."""
+        self._families[prefix] = (factory, lister)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._factories or any(name.startswith(p) and len(name) > len(p) for p in self._families)
+
+    def create(self, name: str, **kwargs) -> nn.Module:
+        if name in self._factories:
+            return self._factories[name](**kwargs)
+        for prefix, (factory, _) in self._families.items():
+            if name.startswith(prefix) and len(name) > len(prefix):
+                return factory(name[len(prefix):], **kwargs)
+        close = difflib.get_close_matches(name, self.list(), n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise KeyError(
+            f"Unknown {self.kind} {name!r}.{hint} "
+            f"See rdfer.list_{self.kind}s() for all {len(self.list())} names."
+        )
+
+    def list(self, pattern: Optional[str] = None) -> List[str]:
+        names = set(self._factories)
+        for prefix, (_, lister) in self._families.items():
+            if pattern is not None and pattern.startswith(prefix):
+                names.update(prefix + m for m in lister(pattern[len(prefix):]))
+            else:
+                names.add(prefix + "*")
+        if pattern is not None:
+            names = {n for n in names if fnmatch.fnmatchcase(n, pattern)}
+        return sorted(names)
+
+
+BACKBONES = Registry("backbone")
+MODELS = Registry("model")
+
+
+def register_backbone(name: str) -> Callable[[F], F]:
+    """Register a backbone factory under ``name`` (decorator).
+
+    The factory takes keyword arguments (at least ``pretrained``) and returns an ``nn.Module``
+    following the backbone contract (see :mod:`rdfer.backbones.contract`).
+    """
+    return BACKBONES.register(name)
+
+
+def _ensure_builtin_backbones() -> None:
+    # The built-in families register themselves on import; import lazily so that
+    # `import rdfer.registry` alone stays cheap and free of cycles.
+    import rdfer.backbones  # noqa: F401
+
+
+def create_backbone(name: str, **kwargs) -> nn.Module:
+    """Build a registered backbone, e.g. ``create_backbone("r3d_18", pretrained=False)``."""
+    _ensure_builtin_backbones()
+    return BACKBONES.create(name, **kwargs)
+
+
+def list_backbones(pattern: Optional[str] = None) -> List[str]:
+    """Sorted backbone names matching the fnmatch ``pattern`` (all when None).
+
+    timm image models appear as the family entry ``"timm/*"``; a pattern starting with
+    ``"timm/"`` lists the matching timm models, e.g. ``list_backbones("timm/resnet1*")``.
+    """
+    _ensure_builtin_backbones()
+    return BACKBONES.list(pattern)
+
+
+def is_backbone(name: str) -> bool:
+    """True when ``name`` can be built by :func:`create_backbone`."""
+    _ensure_builtin_backbones()
+    return name in BACKBONES
+
+
+def register_model(name: str) -> Callable[[F], F]:
+    """Register a whole-model preset (a factory returning a wrapped RDFER model)."""
+    return MODELS.register(name)
+
+
+def _ensure_builtin_models() -> None:
+    import rdfer.model.presets  # noqa: F401
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered preset, e.g. ``create_model("rdfer_small", num_classes=7)``.
+
+    Keyword arguments override the preset's configuration.
+    """
+    _ensure_builtin_models()
+    return MODELS.create(name, **kwargs)
+
+
+def list_models(pattern: Optional[str] = None) -> List[str]:
+    """Sorted preset names matching the fnmatch ``pattern`` (all when None)."""
+    _ensure_builtin_models()
+    return MODELS.list(pattern)
