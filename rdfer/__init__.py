@@ -9,6 +9,9 @@
 __version__ = "0.1.0"
 
 from .backbones import BackboneContractError, FrameEncoder, as_backbone, validate_backbone
+from .data.emotions import EMOTIONS
+from .losses import HARD, NOISY, ORDINARY, STRATEGIES, AgreementLoss, agreement, agreement_stats, flag_samples
+from .model import RDFER, RDFEROutput, RDFERPrediction, wrap_with_rdfer
 from .registry import (
     create_backbone,
     create_model,
@@ -32,4 +35,17 @@ __all__ = [
     "validate_backbone",
     "FrameEncoder",
     "BackboneContractError",
+    "EMOTIONS",
+    "wrap_with_rdfer",
+    "RDFER",
+    "RDFEROutput",
+    "RDFERPrediction",
+    "AgreementLoss",
+    "agreement",
+    "agreement_stats",
+    "flag_samples",
+    "ORDINARY",
+    "HARD",
+    "NOISY",
+    "STRATEGIES",
 ]

@@ -16,7 +16,7 @@ __all__ = ["timm_frame_encoder"]
 def timm_frame_encoder(model_name: str, pretrained: Pretrained = False, **kwargs) -> FrameEncoder:
     """``timm.create_model(model_name, num_classes=0)`` run frame by frame.
 
-    Output ``(N, t, model.num_features)``. Extra keyword arguments go to ``timm.create_model``
+    Output ``(N, t, D)`` with D = the model's pooled feature size. Extra keyword arguments go to ``timm.create_model``
     (e.g. ``drop_path_rate``). Models with a fixed input size (ViTs) need that size.
     """
     import timm
@@ -32,7 +32,8 @@ def timm_frame_encoder(model_name: str, pretrained: Pretrained = False, **kwargs
         net = timm.create_model(model_name, pretrained=upstream, num_classes=0, **kwargs)
     if path is not None:
         load_local_weights(net, path)
-    return FrameEncoder(net, net.num_features)
+    # Models with a pre-logits projection (MobileNetV3, ...) output `head_hidden_size` features.
+    return FrameEncoder(net, getattr(net, "head_hidden_size", None) or net.num_features)
 
 
 def _list_timm(pattern: str) -> List[str]:

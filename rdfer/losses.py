@@ -1,0 +1,306 @@
+"""Agreement-based loss reweighting (paper III-A, Eq. 2; SPEC section 4).
+
+If the per-clip predictions of a video disagree, the video is HARD: learn more from it. If they
+agree but the loss is high, the label is probably wrong (NOISY): learn less. Everything else is
+ORDINARY.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "ORDINARY",
+    "HARD",
+    "NOISY",
+    "FLAG_NAMES",
+    "STRATEGIES",
+    "AgreementStats",
+    "agreement",
+    "agreement_stats",
+    "flag_samples",
+    "flags_for_strategy",
+    "AgreementLoss",
+]
+
+ORDINARY, HARD, NOISY = 0, 1, 2
+FLAG_NAMES = ("ordinary", "hard", "noisy")
+# Table IV: vanilla CE, big-loss strengthening / weakening (the small-loss trick), hard only,
+# noisy only, and both (RDFER).
+STRATEGIES = ("ce", "bigloss_up", "bigloss_down", "hard_up", "noisy_down", "agreement")
+
+
+class AgreementStats(NamedTuple):
+    agreement: torch.Tensor  # (B,) share of clips whose arg-max is the mode class
+    confidence: torch.Tensor  # (B,) mean over clips of the softmax probability of the mode class
+    mode_class: torch.Tensor  # (B,) the most frequent clip prediction
+
+
+def agreement_stats(clip_logits: torch.Tensor) -> AgreementStats:
+    """Agreement, confidence and mode class from ``clip_logits`` (B, n_clips, K).
+
+    A tie between modes (e.g. 2-2 with four clips) goes to the class with the higher summed
+    probability over the clips.
+    """
+    n_clips, k = clip_logits.shape[1], clip_logits.shape[2]
+    probs = clip_logits.detach().float().softmax(dim=-1)
+    votes = F.one_hot(clip_logits.detach().argmax(dim=-1), k).sum(dim=1)  # (B, K)
+    top = votes.max(dim=1).values
+    summed = probs.sum(dim=1)
+    mode = torch.where(votes == top.unsqueeze(1), summed, torch.full_like(summed, -1.0)).argmax(dim=1)
+    return AgreementStats(
+        agreement=top.float() / n_clips,
+        confidence=summed.gather(1, mode.unsqueeze(1)).squeeze(1) / n_clips,
+        mode_class=mode,
+    )
+
+
+def agreement(clip_logits: torch.Tensor) -> torch.Tensor:
+    """Share of the ``n_clips`` clips predicting the most frequent class: ``(B, n, K) -> (B,)``.
+
+    Four clips predicting Neutral, Surprise, Happy, Happy give 0.5 (the paper's example).
+    """
+    return agreement_stats(clip_logits).agreement
+
+
+def _count(fraction: float, n: int) -> int:
+    return int(math.floor(fraction * n + 0.5))
+
+
+def _order(primary: torch.Tensor, secondary: torch.Tensor, descending: bool) -> torch.Tensor:
+    """Indices sorted by (primary, secondary), both ascending or both descending; remaining
+    ties keep index order (two stable sorts)."""
+    idx = torch.sort(secondary, descending=descending, stable=True).indices
+    return idx[torch.sort(primary[idx], descending=descending, stable=True).indices]
+
+
+def flag_samples(
+    agreement: torch.Tensor,
+    loss: torch.Tensor,
+    confidence: torch.Tensor,
+    t_hard: float = 0.2,
+    t_noisy: float = 0.1,
+    noisy_requires_mismatch: bool = False,
+    mode_class: Optional[torch.Tensor] = None,
+    labels: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Flag N samples ORDINARY (0), HARD (1) or NOISY (2).
+
+    The ``floor(t_hard*N + 0.5)`` samples of lowest agreement (ties: lower confidence first) are
+    HARD; among the rest, the ``floor(t_noisy*N + 0.5)`` first in the order (agreement
+    descending, loss descending) are NOISY. With ``noisy_requires_mismatch`` only samples whose
+    ``mode_class`` differs from their label may be NOISY.
+
+    Returns:
+        LongTensor (N,) of flags.
+    """
+    n = agreement.numel()
+    agreement, loss, confidence = agreement.detach().float(), loss.detach().float(), confidence.detach().float()
+    flags = torch.full((n,), ORDINARY, dtype=torch.long, device=agreement.device)
+    if n == 0:
+        return flags
+    hard = _order(agreement, confidence, descending=False)[: _count(t_hard, n)]
+    flags[hard] = HARD
+    candidates = _order(agreement, loss, descending=True)
+    candidates = candidates[flags[candidates] == ORDINARY]
+    if noisy_requires_mismatch:
+        if mode_class is None or labels is None:
+            raise ValueError("noisy_requires_mismatch=True needs mode_class and labels")
+        candidates = candidates[mode_class[candidates] != labels[candidates]]
+    flags[candidates[: _count(t_noisy, n)]] = NOISY
+    return flags
+
+
+def flags_for_strategy(
+    strategy: str,
+    agreement: torch.Tensor,
+    loss: torch.Tensor,
+    confidence: torch.Tensor,
+    t_hard: float,
+    t_noisy: float,
+    noisy_requires_mismatch: bool = False,
+    mode_class: Optional[torch.Tensor] = None,
+    labels: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Flags for one of the Table IV :data:`STRATEGIES`.
+
+    ``bigloss_up`` flags the top ``t_hard`` by loss HARD, ``bigloss_down`` the top ``t_noisy``
+    by loss NOISY (the small-loss trick); ``hard_up`` / ``noisy_down`` keep one kind of the
+    agreement flags; ``agreement`` keeps both; ``ce`` flags nothing.
+    """
+    n = agreement.numel()
+    flags = torch.full((n,), ORDINARY, dtype=torch.long, device=agreement.device)
+    if strategy == "ce" or n == 0:
+        return flags
+    if strategy in ("bigloss_up", "bigloss_down"):
+        by_loss = torch.sort(loss.detach().float(), descending=True, stable=True).indices
+        if strategy == "bigloss_up":
+            flags[by_loss[: _count(t_hard, n)]] = HARD
+        else:
+            flags[by_loss[: _count(t_noisy, n)]] = NOISY
+        return flags
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")
+    flags = flag_samples(agreement, loss, confidence, t_hard, t_noisy, noisy_requires_mismatch, mode_class, labels)
+    if strategy == "hard_up":
+        flags[flags == NOISY] = ORDINARY
+    elif strategy == "noisy_down":
+        flags[flags == HARD] = ORDINARY
+    return flags
+
+
+class AgreementLoss(nn.Module):
+    """Agreement-based reweighted cross-entropy (SPEC 4).
+
+    ``loss = (1/B) sum_i w_i (CE_ls(logits_i, y_i) + aux_weight * mean_k CE_ls(clip_logits_ik, y_i))``
+    with ``w_i`` = ``lambda_hard`` / ``lambda_noisy`` / ``lambda_ordinary`` by flag.
+
+    Scope ``"epoch"`` (default): a memory keyed by dataset index keeps each sample's latest
+    agreement, unsmoothed loss and confidence; :meth:`step_epoch` (call it at the end of every
+    epoch) flags all seen samples and those flags weight the next epoch. Scope ``"batch"``: flags
+    are computed inside each batch. Before epoch ``start_epoch`` the loss is plain CE.
+
+    Args:
+        num_samples: size of the training set (indices are ``0 .. num_samples-1``).
+        strategy: one of :data:`STRATEGIES`.
+        class_weight: optional (K,) weights for class-weighted CE.
+
+    Call: ``criterion(output, target, index)`` with ``output`` an :class:`~rdfer.RDFEROutput`
+    (or anything with ``logits`` (B, K) and ``clip_logits`` (B, n, K)), ``target`` (B,) and
+    ``index`` (B,) dataset indices. ``criterion.last_flags`` holds the flags used.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        t_hard: float = 0.2,
+        t_noisy: float = 0.1,
+        lambda_hard: float = 1.5,
+        lambda_noisy: float = 0.0,
+        lambda_ordinary: float = 1.0,
+        label_smoothing: float = 0.1,
+        aux_weight: float = 0.1,
+        scope: str = "epoch",
+        strategy: str = "agreement",
+        start_epoch: int = 0,
+        noisy_requires_mismatch: bool = False,
+        class_weight: Optional[torch.Tensor] = None,
+    ) -> None:
+        super().__init__()
+        if scope not in ("epoch", "batch"):
+            raise ValueError(f"scope must be 'epoch' or 'batch', got {scope!r}")
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")
+        self.num_samples = num_samples
+        self.t_hard, self.t_noisy = t_hard, t_noisy
+        self.label_smoothing, self.aux_weight = label_smoothing, aux_weight
+        self.scope, self.strategy, self.start_epoch = scope, strategy, start_epoch
+        self.noisy_requires_mismatch = noisy_requires_mismatch
+        self.register_buffer("weights", torch.tensor([lambda_ordinary, lambda_hard, lambda_noisy]))
+        self.register_buffer("class_weight", None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float))
+        # Per-sample memory. `stamp` = the update counter when a sample was last seen (0: never),
+        # which also settles which process's entry wins when memories are merged under DDP.
+        self.register_buffer("mem_agreement", torch.zeros(num_samples))
+        self.register_buffer("mem_loss", torch.zeros(num_samples))
+        self.register_buffer("mem_confidence", torch.zeros(num_samples))
+        self.register_buffer("mem_mode", torch.zeros(num_samples, dtype=torch.long))
+        self.register_buffer("mem_label", torch.zeros(num_samples, dtype=torch.long))
+        self.register_buffer("mem_stamp", torch.zeros(num_samples, dtype=torch.long))
+        self.register_buffer("flags", torch.zeros(num_samples, dtype=torch.long))
+        self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self.last_flags: Optional[torch.Tensor] = None
+
+    @property
+    def active(self) -> bool:
+        """Whether reweighting applies now (strategy other than ``ce`` and past ``start_epoch``)."""
+        return self.strategy != "ce" and int(self.epoch) >= self.start_epoch
+
+    def per_sample_ce(self, logits: torch.Tensor, clip_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``CE_ls(video) + aux_weight * mean_k CE_ls(clip_k)`` per sample, shape (B,)."""
+        kw = dict(weight=self.class_weight, label_smoothing=self.label_smoothing, reduction="none")
+        video = F.cross_entropy(logits, target, **kw)
+        if self.aux_weight == 0:
+            return video
+        n = clip_logits.shape[1]
+        clips = F.cross_entropy(clip_logits.flatten(0, 1), target.repeat_interleave(n), **kw)
+        return video + self.aux_weight * clips.view(-1, n).mean(dim=1)
+
+    def forward(self, output, target: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        logits, clip_logits = output.logits, output.clip_logits
+        target, index = target.long(), index.long().to(self.mem_stamp.device)
+        stats = agreement_stats(clip_logits)
+        plain = F.cross_entropy(logits.detach().float(), target, reduction="none")  # ranking loss: unsmoothed
+        self._remember(index, stats, plain, target)
+        if not self.active:
+            flags = torch.zeros_like(target)
+        elif self.scope == "epoch":
+            flags = self.flags[index].to(target.device)
+        else:
+            flags = self._strategy_flags(stats.agreement, plain, stats.confidence, stats.mode_class, target)
+        self.last_flags = flags.detach()
+        w = self.weights.to(logits.dtype)[flags]
+        return (w * self.per_sample_ce(logits, clip_logits, target)).sum() / target.shape[0]
+
+    def _strategy_flags(self, agreement, loss, confidence, mode, labels) -> torch.Tensor:
+        return flags_for_strategy(
+            self.strategy, agreement, loss, confidence, self.t_hard, self.t_noisy,
+            self.noisy_requires_mismatch, mode, labels,
+        )
+
+    @torch.no_grad()
+    def _remember(self, index, stats: AgreementStats, loss, target) -> None:
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.num_samples):
+            raise IndexError(f"sample index out of range [0, {self.num_samples}): {index.tolist()}")
+        self.updates += 1
+        dev = self.mem_stamp.device
+        self.mem_agreement[index] = stats.agreement.to(dev)
+        self.mem_loss[index] = loss.to(dev)
+        self.mem_confidence[index] = stats.confidence.to(dev)
+        self.mem_mode[index] = stats.mode_class.to(dev)
+        self.mem_label[index] = target.to(dev)
+        self.mem_stamp[index] = self.updates.to(dev)
+
+    @torch.no_grad()
+    def sync_memory(self) -> None:
+        """Merge the memories of all DistributedDataParallel processes (no-op otherwise).
+
+        Per index, the entry with the newest stamp wins (ties: lowest rank), so every process
+        ends up with the same memory whatever the split of samples.
+        """
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        world = dist.get_world_size()
+        names = ("mem_agreement", "mem_loss", "mem_confidence", "mem_mode", "mem_label", "mem_stamp")
+        gathered = {}
+        for name in names:
+            local = getattr(self, name)
+            parts = [torch.empty_like(local) for _ in range(world)]
+            dist.all_gather(parts, local.contiguous())
+            gathered[name] = torch.stack(parts)  # (world, N)
+        # Newest stamp wins; argmax returns the first (lowest) rank on ties.
+        winner = gathered["mem_stamp"].argmax(dim=0, keepdim=True)
+        for name in names:
+            getattr(self, name).copy_(gathered[name].gather(0, winner).squeeze(0))
+
+    @torch.no_grad()
+    def step_epoch(self) -> torch.Tensor:
+        """End of an epoch: merge memories across processes, flag every seen sample for the next
+        epoch (never-seen indices stay ORDINARY), advance the epoch counter. Returns the flags."""
+        self.sync_memory()
+        seen = (self.mem_stamp > 0).nonzero().squeeze(1)
+        flags = torch.zeros_like(self.flags)
+        if seen.numel():
+            flags[seen] = self._strategy_flags(
+                self.mem_agreement[seen], self.mem_loss[seen], self.mem_confidence[seen],
+                self.mem_mode[seen], self.mem_label[seen],
+            )
+        self.flags.copy_(flags)
+        self.epoch += 1
+        return flags

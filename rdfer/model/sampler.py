@@ -1,0 +1,129 @@
+"""Key-expression detecting network and the differentiable temporal re-sampler (paper Fig. 2a).
+
+A tiny frame encoder glances at ``num_glimpses`` uniformly spread frames of the whole video and
+predicts where the expression is (a centre and a stride); the recognizer then reads ``n`` frames
+there, by linear interpolation along time so that the location is learnt end to end.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn as nn
+
+__all__ = ["KeyExpressionSampler", "SamplerOutput", "glimpse_indices", "uniform_positions", "read_frames"]
+
+
+class SamplerOutput(NamedTuple):
+    positions: torch.Tensor  # (B, n) frame positions in [0, T-1]
+    mu: torch.Tensor  # (B,) window centre as a fraction of the video, c / (T-1)
+    delta: torch.Tensor  # (B,) stride between recognised frames, in frames
+    summary: Optional[torch.Tensor]  # (B, summary_dim) global summary S, or None
+
+
+def glimpse_indices(num_frames: int, num_glimpses: int, device=None) -> torch.Tensor:
+    """Uniform glimpses ``floor(i * T / G)``: for T=64, G=16 the frames 0, 4, ..., 60 (paper III-B)."""
+    return torch.div(torch.arange(num_glimpses, device=device) * num_frames, num_glimpses, rounding_mode="floor")
+
+
+def uniform_positions(num_frames: int, n: int, batch: int, device=None, dtype=torch.float32) -> SamplerOutput:
+    """The positions of plain uniform sampling over the whole video (``resample=False``)."""
+    delta = (num_frames - 1) / max(n - 1, 1)
+    k = torch.arange(n, device=device, dtype=dtype)
+    positions = (k * delta if n > 1 else k + (num_frames - 1) / 2).expand(batch, n)
+    return SamplerOutput(
+        positions=positions,
+        mu=torch.full((batch,), 0.5, device=device, dtype=dtype),
+        delta=torch.full((batch,), float(delta), device=device, dtype=dtype),
+        summary=None,
+    )
+
+
+def read_frames(video: torch.Tensor, positions: torch.Tensor, mode: str = "linear") -> torch.Tensor:
+    """Read frames of ``video`` (B, C, T, H, W) at real-valued ``positions`` (B, n).
+
+    ``"linear"`` blends the two neighbouring frames (differentiable in ``positions``);
+    ``"nearest"`` picks the closest frame (no gradient, cheaper). Returns (B, C, n, H, W).
+    """
+    b, c, t, h, w = video.shape
+    n = positions.shape[1]
+    flat = video.reshape(b, c, t, h * w).transpose(1, 2).reshape(b, t, c * h * w)
+
+    def gather(idx: torch.Tensor) -> torch.Tensor:
+        return flat.gather(1, idx.unsqueeze(-1).expand(b, n, c * h * w))
+
+    if mode == "nearest":
+        frames = gather(positions.round().long().clamp(0, t - 1))
+    elif mode == "linear":
+        lo = positions.detach().floor().clamp(0, t - 1)
+        frac = (positions - lo).unsqueeze(-1).to(video.dtype)
+        lo = lo.long()
+        hi = (lo + 1).clamp(max=t - 1)
+        frames = gather(lo) * (1 - frac) + gather(hi) * frac
+    else:
+        raise ValueError(f"sampling must be 'linear' or 'nearest', got {mode!r}")
+    return frames.reshape(b, n, c, h * w).transpose(1, 2).reshape(b, c, n, h, w)
+
+
+class KeyExpressionSampler(nn.Module):
+    """Detector + re-sampling positions (SPEC 3.1-3.2).
+
+    ``f = mean_t detector(glimpses)``; ``a, b = locator(f)``; ``S = sigmoid(F_s(f))``;
+    ``delta = delta_max * (delta_min_frac + (1 - delta_min_frac) * sigmoid(a))`` with
+    ``delta_max = (T-1)/(n-1)``; half-width ``h = (n-1) delta / 2``;
+    centre ``c = h + (T-1-2h) sigmoid(b)``; ``p_k = c + (k - (n-1)/2) delta``. The window lies
+    inside ``[0, T-1]`` by construction.
+
+    Args:
+        detector: a frame-level backbone (``(N, C, t, H, W) -> (N, t, D)``); clip-level works too.
+        num_positions: ``n``, frames the recognizer reads.
+        num_glimpses: frames the detector sees.
+        summary_dim: size of the global summary ``S`` (0 or ``summary=False``: none).
+        delta_min_frac: smallest stride as a fraction of ``delta_max`` (clips never collapse).
+    """
+
+    # sigmoid(3) = 0.95: the first forward reads a window spanning ~96% of the video, centred,
+    # i.e. nearly uniform sampling, while both location logits still receive gradient.
+    INIT_STRIDE_LOGIT = 3.0
+
+    def __init__(
+        self,
+        detector: nn.Module,
+        num_positions: int,
+        num_glimpses: int = 16,
+        summary_dim: int = 128,
+        summary: bool = True,
+        delta_min_frac: float = 0.25,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= delta_min_frac <= 1.0:
+            raise ValueError(f"delta_min_frac must be in [0, 1], got {delta_min_frac}")
+        self.detector = detector
+        self.num_positions = num_positions
+        self.num_glimpses = num_glimpses
+        self.delta_min_frac = delta_min_frac
+        dim = detector.feature_dim
+        self.locator = nn.Linear(dim, 2)  # the two location heads a (stride) and b (centre): F_d
+        nn.init.normal_(self.locator.weight, std=0.01)
+        with torch.no_grad():
+            self.locator.bias.copy_(torch.tensor([self.INIT_STRIDE_LOGIT, 0.0]))
+        self.summary_head = nn.Linear(dim, summary_dim) if summary and summary_dim > 0 else None  # F_s
+
+    def forward(self, video: torch.Tensor) -> SamplerOutput:
+        """``video`` (B, C, T, H, W) float -> :class:`SamplerOutput`."""
+        b, _, t, _, _ = video.shape
+        n = self.num_positions
+        glimpses = video.index_select(2, glimpse_indices(t, self.num_glimpses, device=video.device))
+        feats = self.detector(glimpses)
+        f = feats.mean(dim=1) if feats.dim() == 3 else feats
+        a, b_logit = self.locator(f).unbind(dim=-1)
+        delta_max = (t - 1) / max(n - 1, 1)
+        delta = delta_max * (self.delta_min_frac + (1.0 - self.delta_min_frac) * torch.sigmoid(a))
+        half = (n - 1) * delta / 2
+        centre = half + (t - 1 - 2 * half) * torch.sigmoid(b_logit)
+        k = torch.arange(n, device=video.device, dtype=delta.dtype) - (n - 1) / 2
+        # Mathematically inside [0, T-1]; the clamp only absorbs float rounding at the ends.
+        positions = (centre.unsqueeze(1) + k * delta.unsqueeze(1)).clamp(0, t - 1)
+        summary = torch.sigmoid(self.summary_head(f)) if self.summary_head is not None else None
+        return SamplerOutput(positions=positions, mu=centre / max(t - 1, 1), delta=delta, summary=summary)

@@ -1,0 +1,157 @@
+"""wrap_with_rdfer: shapes, tracing, ablation switches, presets, predict."""
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+from fvcore.nn import FlopCountAnalysis
+
+import rdfer
+from rdfer.model import RDFEROutput
+
+SMALL = dict(d_model=32, summary_dim=8)
+ALL_BACKBONES = [n for n in rdfer.list_backbones() if not n.endswith("*")] + ["timm/resnet18"]
+
+
+@pytest.mark.parametrize("name", ALL_BACKBONES)
+def test_wrapped_output_shapes_for_every_backbone(name):
+    model = rdfer.wrap_with_rdfer(name, num_classes=5, **SMALL).eval()
+    with torch.no_grad():
+        for t in (1, 7, 16, 64):
+            out = model(torch.randn(2, 3, t, 32, 32))
+            assert isinstance(out, RDFEROutput)
+            assert out.logits.shape == (2, 5) and out.clip_logits.shape == (2, 4, 5)
+            assert out.mu.shape == (2,) and out.delta.shape == (2,)
+            assert out.features.shape == (2, 32) and out.positions.shape == (2, 16)
+            assert (out.positions >= 0).all() and (out.positions <= t - 1).all()
+
+
+def test_fvcore_traces_wrapped_model_with_every_switch_off():
+    model = rdfer.wrap_with_rdfer("tiny_cnn", resample=False, hierarchical=False, **SMALL).eval()
+    analysis = FlopCountAnalysis(model, torch.randn(1, 3, 16, 32, 32))
+    analysis.unsupported_ops_warnings(False)
+    assert analysis.total() > 0
+
+
+def test_gradient_reaches_detector_through_resampler():
+    model = rdfer.wrap_with_rdfer("tiny_cnn", **SMALL)
+    video = torch.randn(2, 3, 24, 32, 32)
+    out = model(video)
+    (out.logits.square().sum() + out.clip_logits.square().sum()).backward()
+    locator = model.sampler.locator
+    assert locator.weight.grad.abs().sum() > 0 and locator.bias.grad.abs().sum() > 0
+    # ...and further into the detector's own convolutions.
+    first_conv = model.sampler.detector.features[0]
+    assert first_conv.weight.grad is not None and first_conv.weight.grad.abs().sum() > 0
+
+
+def test_nearest_sampling_gives_no_gradient_to_locator():
+    model = rdfer.wrap_with_rdfer("tiny_cnn", sampling="nearest", summary=False, **SMALL)
+    model(torch.randn(2, 3, 24, 32, 32)).logits.sum().backward()
+    assert model.sampler.locator.weight.grad is None or model.sampler.locator.weight.grad.abs().sum() == 0
+
+
+def test_first_forward_is_near_uniform():
+    model = rdfer.wrap_with_rdfer("tiny_cnn", **SMALL).eval()
+    t = 64
+    with torch.no_grad():
+        out = model(torch.rand(3, 3, t, 32, 32))
+    uniform = torch.linspace(0, t - 1, 16)
+    assert (out.positions - uniform).abs().max() < 0.06 * (t - 1)
+    assert (out.mu - 0.5).abs().max() < 0.02
+
+
+def test_resample_false_builds_no_detector_and_reports_uniform():
+    model = rdfer.wrap_with_rdfer("tiny_cnn", resample=False, **SMALL)
+    assert model.sampler is None
+    assert not any("detector" in name for name, _ in model.named_parameters())
+    out = model(torch.randn(2, 3, 31, 32, 32))
+    assert torch.allclose(out.mu, torch.full((2,), 0.5)) and torch.allclose(out.delta, torch.full((2,), 2.0))
+    assert torch.allclose(out.positions[0], torch.arange(16.0) * 2)
+
+
+def _params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_ablation_switches_change_model_for_frame_backbones():
+    base = rdfer.wrap_with_rdfer("tiny_cnn", **SMALL)
+    video = torch.randn(2, 3, 16, 32, 32)
+    assert _params(rdfer.wrap_with_rdfer("tiny_cnn", resample=False, **SMALL)) < _params(base)
+    assert _params(rdfer.wrap_with_rdfer("tiny_cnn", summary=False, **SMALL)) == _params(base) - (128 + 1) * 8 - 7 * 8  # F_s and its classifier columns
+    assert _params(rdfer.wrap_with_rdfer("tiny_cnn", fusion="concat", **SMALL)) == _params(base) + 7 * 32
+
+    def output(**switch):
+        torch.manual_seed(0)
+        model = rdfer.wrap_with_rdfer("tiny_cnn", **SMALL, **switch).eval()
+        with torch.no_grad():
+            return model(video).logits
+
+    reference = output()
+    for switch in (dict(dual_stream=False), dict(hierarchical=False), dict(summary=False), dict(resample=False)):
+        assert not torch.allclose(output(**switch), reference), switch
+
+
+@pytest.mark.parametrize("switch", [dict(dual_stream=False), dict(hierarchical=False)])
+def test_clip_level_backbones_reject_frame_only_switches(switch):
+    with pytest.raises(ValueError, match="clip-level backbone"):
+        rdfer.wrap_with_rdfer("mc3_18", **SMALL, **switch)
+
+
+def test_clip_level_runs_backbone_once_per_clip():
+    calls = []
+    model = rdfer.wrap_with_rdfer("mc3_18", **SMALL)
+    model.backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    model(torch.randn(2, 3, 20, 32, 32))
+    assert calls == [torch.Size([8, 3, 4, 32, 32])]  # one pass, B * n_clips clips of clip_len frames
+
+
+def test_clip_and_frame_layouts():
+    model = rdfer.wrap_with_rdfer("tiny_cnn", n_clips=2, clip_len=3, **SMALL)
+    out = model(torch.randn(2, 3, 9, 32, 32))
+    assert out.clip_logits.shape == (2, 2, 7) and out.positions.shape == (2, 6)
+
+
+def test_unknown_option_and_bad_types():
+    with pytest.raises(TypeError, match="n_clip"):
+        rdfer.wrap_with_rdfer("tiny_cnn", n_clip=3)
+    with pytest.raises(TypeError, match="backbone"):
+        rdfer.wrap_with_rdfer(42)
+    with pytest.raises(ValueError, match="B, C, T, H, W"):
+        rdfer.wrap_with_rdfer("tiny_cnn", **SMALL)(torch.randn(3, 16, 32, 32))
+
+
+def test_own_module_via_as_backbone():
+    backbone = rdfer.as_backbone(torchvision.models.resnet18(num_classes=3))
+    model = rdfer.wrap_with_rdfer(backbone, num_classes=3, **SMALL)
+    assert model.config["backbone"] is None and model.token_level == "frame"
+    assert model(torch.randn(1, 3, 16, 32, 32)).logits.shape == (1, 3)
+
+
+def test_predict_reports_probabilities_agreement_positions():
+    model = rdfer.create_model("rdfer_small", num_classes=7)
+    model.train()
+    pred = model.predict(torch.randn(2, 3, 32, 32, 32))
+    assert model.training  # restored
+    assert torch.allclose(pred.probs.sum(-1), torch.ones(2))
+    assert set(pred.agreement.tolist()) <= {0.25, 0.5, 0.75, 1.0}
+    assert pred.clip_preds.shape == (2, 4) and pred.positions.shape == (2, 16)
+
+
+def test_presets_and_overrides():
+    small = rdfer.create_model("rdfer_small", num_classes=4, resample=False)
+    assert small.sampler is None and small.num_classes == 4 and small.config["preset"] == "rdfer_small"
+    big = rdfer.create_model("rdfer_resnet50")
+    assert big.config["backbone"] == "timm/resnet50" and big.backbone.feature_dim == 2048
+    assert big.config["d_model"] == 512 and big.n_clips * big.clip_len == 16
+
+
+@pytest.mark.parametrize("seq", ["lstm", "bigru", "gru", "transformer"])
+def test_other_sequence_models(seq):
+    model = rdfer.wrap_with_rdfer("tiny_cnn", sequence_model=seq, **SMALL)
+    assert model(torch.randn(1, 3, 16, 32, 32)).logits.shape == (1, 7)
+
+
+def test_sequence_model_factory():
+    model = rdfer.wrap_with_rdfer("tiny_cnn", sequence_model=lambda d: nn.Identity(), **SMALL)
+    assert model(torch.randn(1, 3, 16, 32, 32)).logits.shape == (1, 7)
