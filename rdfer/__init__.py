@@ -10,6 +10,8 @@ __version__ = "0.1.0"
 
 from .backbones import BackboneContractError, FrameEncoder, as_backbone, validate_backbone
 from .data.emotions import EMOTIONS
+from .engine.checkpoint import load_model, save_model
+from .inference import export_model, predict_video
 from .losses import HARD, NOISY, ORDINARY, STRATEGIES, AgreementLoss, agreement, agreement_stats, flag_samples
 from .model import RDFER, RDFEROutput, RDFERPrediction, wrap_with_rdfer
 from .registry import (
@@ -36,6 +38,10 @@ __all__ = [
     "FrameEncoder",
     "BackboneContractError",
     "EMOTIONS",
+    "load_model",
+    "save_model",
+    "predict_video",
+    "export_model",
     "wrap_with_rdfer",
     "RDFER",
     "RDFEROutput",

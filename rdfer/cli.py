@@ -23,6 +23,326 @@ def _cmd_backbones(args) -> int:
     return 0
 
 
+_DATASET_HELP = (
+    "synthetic (built in, no download) | dfew --root R --fold F | ferv39k --root R | "
+    "csv --train A.csv --test B.csv | packed --train DIR --test DIR"
+)
+
+
+def _add_dataset_args(p, defaults_suppressed: bool = True) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("dataset", choices=["synthetic", "dfew", "ferv39k", "csv", "packed"], help=_DATASET_HELP)
+    g.add_argument("--root", help="dataset root folder (dfew, ferv39k)")
+    g.add_argument("--fold", type=int, help="DFEW fold 1..5 (default 1)")
+    g.add_argument("--train", dest="train_source", help="csv: training CSV of path,label; packed: training pack folder")
+    g.add_argument("--test", dest="test_source", help="csv: test CSV; packed: test pack folder")
+    g.add_argument("--num-frames", type=int, help="frames loaded per video, T (default 64)")
+    g.add_argument("--image-size", type=int, help="frame side in pixels after resizing (default 112)")
+    g.add_argument("--synthetic-train", type=int, help="synthetic: training videos (default 1200)")
+    g.add_argument("--synthetic-test", type=int, help="synthetic: test videos (default 400)")
+    g.add_argument("--noise-rate", type=float, help="synthetic: share of training labels replaced (default 0)")
+    g.add_argument("--noise", choices=["symmetric", "asymmetric"], help="synthetic: noise model")
+    g.add_argument("--workers", type=int, help="DataLoader worker processes (default 4)")
+    g.add_argument("--batch-size", type=int, help="global batch size (default 128)")
+    g.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+    g.add_argument("--seed", type=int, help="random seed (default 0)")
+
+
+def _parse_model_option(text: str):
+    import yaml
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip().replace("-", "_"), yaml.safe_load(value)
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train and evaluate an RDFER model (paper recipe by default)",
+        description="Train an RDFER model and evaluate its last epoch on the test split. Defaults follow "
+        "the paper: AdamW lr 7e-4 (min 7e-6), weight decay 0.05, cosine schedule with 10 warm-up epochs, "
+        "100 epochs, batch 128, label smoothing 0.1, hard 20%% x1.5, noisy 10%% x0, agreement loss from the "
+        "end of the warm-up. Options may also come from --config FILE.yaml (same names, dashes or "
+        "underscores); flags on the command line override the file.",
+        argument_default=argparse.SUPPRESS,
+    )
+    p.add_argument("--config", help="YAML file of options")
+    _add_dataset_args(p)
+    p.add_argument("--folds", help="DFEW: train several folds, e.g. 1-5, and report mean and std")
+    p.add_argument("--val-fraction", type=float, help="carve a stratified validation split from train for model selection")
+    m = p.add_argument_group("model")
+    m.add_argument("--model", help="a preset from `rdfer.list_models()` (default rdfer_small)")
+    m.add_argument("--backbone", help="a registry backbone wrapped with the paper's defaults, e.g. r3d_18, timm/resnet50")
+    m.add_argument("--pretrained", nargs="?", const=True, help="upstream pretrained weights, or a local weights file")
+    m.add_argument("--model-option", dest="model_option", action="append", type=_parse_model_option, metavar="KEY=VALUE",
+                   help="wrap_with_rdfer option, repeatable: n_clips=4, clip_len=4, d_model=512, summary_dim=128, "
+                   "num_glimpses=16, detector=tiny_cnn, sequence_model=bilstm, fusion=sum, delta_min_frac=0.25, "
+                   "sampling=linear, resample=false, summary=false, dual_stream=false, hierarchical=false, "
+                   "backbone_kwargs={norm: gn}")
+    l = p.add_argument_group("loss")
+    l.add_argument("--strategy", choices=["ce", "bigloss_up", "bigloss_down", "hard_up", "noisy_down", "agreement"],
+                   help="loss reweighting (Table IV); default agreement")
+    l.add_argument("--t-hard", type=float, help="share of samples flagged hard (0.2)")
+    l.add_argument("--t-noisy", type=float, help="share of samples flagged noisy (0.1)")
+    l.add_argument("--lambda-hard", type=float, help="weight of hard samples (1.5)")
+    l.add_argument("--lambda-noisy", type=float, help="weight of noisy samples (0.0)")
+    l.add_argument("--label-smoothing", type=float, help="(0.1)")
+    l.add_argument("--aux-weight", type=float, help="weight of the per-clip CE term (0.1)")
+    l.add_argument("--loss-scope", choices=["epoch", "batch"], help="flag over the whole set per epoch, or per batch")
+    l.add_argument("--start-epoch", type=int, help="first epoch with reweighting (default: the warm-up length)")
+    l.add_argument("--noisy-requires-mismatch", action="store_true", help="only flag noisy when the clips' vote contradicts the label")
+    l.add_argument("--class-weighted", action="store_true", help="class-weighted CE (inverse frequency)")
+    l.add_argument("--balanced-sampler", action="store_true", help="class-balanced sampling (single process)")
+    r = p.add_argument_group("recipe")
+    r.add_argument("--epochs", type=int)
+    r.add_argument("--warmup-epochs", type=int)
+    r.add_argument("--accum-steps", type=int, help="gradient accumulation steps")
+    r.add_argument("--lr", type=float)
+    r.add_argument("--min-lr", type=float)
+    r.add_argument("--weight-decay", type=float)
+    r.add_argument("--grad-clip", type=float, help="clip the gradient norm")
+    r.add_argument("--no-augment", dest="augment", action="store_false", help="no data augmentation")
+    r.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    r.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", help="run folder (default runs/rdfer)")
+    o.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    o.add_argument("--stop-after", type=int, help="end this invocation after N epochs (time-boxed jobs); continue with --resume")
+    o.add_argument("--eval-test-every", type=int, help="also evaluate on test every N epochs (monitoring only)")
+    o.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
+    p.set_defaults(func=_cmd_train)
+
+
+def _train_config_from_args(args):
+    from .engine.config import TrainConfig, load_yaml_config
+
+    values = load_yaml_config(args.config) if getattr(args, "config", None) else {}
+    cli = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config", "folds", "model_option")}
+    options = dict(values.get("model_options", {}))
+    options.update(dict(getattr(args, "model_option", None) or []))
+    values.update(cli)
+    if options:
+        values["model_options"] = options
+    return TrainConfig.from_dict(values)
+
+
+def _cmd_train(args) -> int:
+    import json
+
+    cfg = _train_config_from_args(args)
+    if getattr(args, "folds", None):
+        from .engine.folds import parse_folds, train_folds
+
+        if cfg.dataset != "dfew":
+            raise SystemExit("--folds applies to the dfew dataset")
+        summary = train_folds(cfg, parse_folds(args.folds))
+        print(json.dumps(summary, indent=2))
+        return 0
+    from .engine.train import train
+
+    res = train(cfg)
+    if "test_last_epoch" not in res:
+        return 0
+    t = res["test_last_epoch"]
+    print(f"test (last epoch): WAR {100 * t['war']:.2f}%  UAR {100 * t['uar']:.2f}%  -> {cfg.out}/results.json")
+    return 0
+
+
+def _add_checkpoint_dataset_args(p, default_split: str) -> None:
+    p.add_argument("--checkpoint", required=True, help="model.safetensors or a run folder")
+    _add_dataset_args(p)
+    p.add_argument("--split", choices=["test", "train"], help=f"which split to use (default {default_split})")
+    p.add_argument("--out", help="output folder (default: next to the checkpoint)")
+
+
+def _inference_setup(args, default_split: str, what: str):
+    """Checkpoint + dataset split + loader + batch transform, shared by eval/audit/analyze."""
+    import dataclasses
+    from pathlib import Path
+
+    from .engine.checkpoint import load_model
+    from .engine.config import TrainConfig
+    from .engine.datasets import build_datasets
+    from .engine.distributed import init_distributed
+    from .engine.train import batch_transform, make_loader
+
+    opts = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+    cfg = TrainConfig.from_dict({"batch_size": 32, "workers": 2, **opts})
+    info = init_distributed(cfg.device)
+    train_set, test_set, classes = build_datasets(cfg)  # a wrong root fails here, before the model loads
+    model = load_model(args.checkpoint, map_location=info.device)
+    if model.num_classes != len(classes):
+        raise SystemExit(f"{args.checkpoint} predicts {model.num_classes} classes but the dataset has {len(classes)}")
+    split = getattr(args, "split", default_split)
+    dataset = test_set if split == "test" else train_set
+    loader = make_loader(dataset, cfg.batch_size, info, False, cfg.seed, cfg.workers)
+    ck = Path(args.checkpoint)
+    out = Path(getattr(args, "out", None) or (ck if ck.is_dir() else ck.parent) / f"{what}_{split}")
+    out.mkdir(parents=True, exist_ok=True)
+    return model, dataset, loader, classes, info.device, batch_transform(False, False), out, split
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a checkpoint: WAR, UAR, per-class recall, confusion matrix",
+                       argument_default=argparse.SUPPRESS)
+    _add_checkpoint_dataset_args(p, "test")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args) -> int:
+    import json
+
+    from .engine.checkpoint import atomic_write_text
+    from .engine.evaluate import evaluate, write_confusion
+
+    model, _, loader, classes, device, tf, out, split = _inference_setup(args, "test", "eval")
+    metrics = evaluate(model, loader, device, len(classes), classes, tf, progress=True)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_confusion(metrics, classes, out)
+    print(f"{split}: WAR {100 * metrics['war']:.2f}%  UAR {100 * metrics['uar']:.2f}%  "
+          f"({metrics['num_samples']} videos, {metrics['excluded_invalid']} unreadable excluded)")
+    for name, recall in metrics["per_class_recall"].items():
+        print(f"  {name:>9}: " + ("-" if recall is None else f"{100 * recall:.2f}%"))
+    print(f"-> {out}/metrics.json, confusion.csv, confusion.png")
+    return 0
+
+
+def _add_audit(sub) -> None:
+    p = sub.add_parser("audit", help="rank suspected label errors and hard videos of a labelled dataset",
+                       description="Run a model over a labelled dataset and write a ranked report of suspected "
+                       "label errors (clips agree, loss high, vote contradicts the label) and hard videos (clips "
+                       "disagree): audit.md, audit.csv, label_errors.csv, hard_samples.csv.",
+                       argument_default=argparse.SUPPRESS)
+    _add_checkpoint_dataset_args(p, "train")
+    p.add_argument("--t-hard", type=float, default=0.2, help="share flagged hard (0.2)")
+    p.add_argument("--t-noisy", type=float, default=0.1, help="share flagged as suspected label errors (0.1)")
+    p.add_argument("--allow-agreeing", action="store_true",
+                   help="also flag samples whose clip vote equals the label (the paper's pure rank rule)")
+    p.set_defaults(func=_cmd_audit)
+
+
+def _cmd_audit(args) -> int:
+    from .analysis.audit import audit_predictions, write_audit
+    from .engine.evaluate import run_inference
+
+    model, dataset, loader, classes, device, tf, out, _ = _inference_setup(args, "train", "audit")
+    preds = run_inference(model, loader, device, tf, progress=True, desc="audit")
+    base = getattr(dataset, "dataset", dataset)
+    report = audit_predictions(preds, classes, args.t_hard, args.t_noisy, not getattr(args, "allow_agreeing", False),
+                               getattr(base, "is_noisy", None), getattr(base, "is_hard", None))
+    files = write_audit(report, out)
+    print(f"{len(report['suspected_label_errors'])} suspected label errors, {len(report['hard_samples'])} hard videos "
+          f"of {report['num_samples']}")
+    for name in ("noisy", "hard"):
+        gt = report.get(f"{name}_vs_ground_truth")
+        if gt:
+            print(f"  {name} flags vs ground truth: precision {gt['precision']:.1%} (random {gt['random_precision']:.1%}), "
+                  f"recall {gt['recall']:.1%}")
+    print(f"-> {files['md']}")
+    return 0
+
+
+def _add_analyze(sub) -> None:
+    p = sub.add_parser("analyze", help="the paper's analyses: Tables V and VII, confusion matrix, t-SNE, sample strips",
+                       argument_default=argparse.SUPPRESS)
+    _add_checkpoint_dataset_args(p, "test")
+    p.set_defaults(func=_cmd_analyze)
+
+
+def _cmd_analyze(args) -> int:
+    from .analysis.report import write_analysis
+    from .engine.evaluate import run_inference
+
+    model, dataset, loader, classes, device, tf, out, _ = _inference_setup(args, "test", "analyze")
+    preds = run_inference(model, loader, device, tf, progress=True, desc="analyze")
+    summary = write_analysis(preds, dataset, classes, model.n_clips, out)
+    print(f"WAR {summary['war']:.2%}  UAR {summary['uar']:.2%} -> {out}/analysis.md")
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
+    p.add_argument("--checkpoint", required=True, help="model.safetensors or a run folder")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--output", help="output file (default: model.onnx / model.pt next to the checkpoint)")
+    p.add_argument("--num-frames", type=int, help="T of the exported input (default: as trained)")
+    p.add_argument("--image-size", type=int, help="frame size of the exported input (default: as trained)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from pathlib import Path
+
+    from .engine.checkpoint import load_model
+    from .inference.export import export_model
+
+    model = load_model(args.checkpoint)
+    data = getattr(model, "data_config", {}) or {}
+    t = args.num_frames or data.get("num_frames", 16)
+    size = args.image_size or data.get("image_size", 112)
+    ck = Path(args.checkpoint)
+    default = (ck if ck.is_dir() else ck.parent) / ("model.onnx" if args.format == "onnx" else "model.torchscript.pt")
+    path = export_model(model, args.output or default, args.format, num_frames=t, image_size=size)
+    print(f"exported {args.format} for input (B, 3, {t}, {size}, {size}) -> {path}")
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the main job: CE vs the agreement loss on synthetic noisy data (CPU, minutes)")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
+    p.add_argument("--synthetic-train", type=int, default=None, help="override the number of training videos")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from .engine.demo import run_demo
+
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("synthetic_train", args.synthetic_train)) if v is not None}
+    run_demo(args.out, progress=not args.quiet, **overrides)
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser(
+        "predict", help="predict the emotion of video files (face detection included)",
+        description="Decode each video, detect and crop the face per frame (OpenCV Haar cascade, offline), "
+        "sample frames as in evaluation and print the emotion, class probabilities, per-clip predictions, "
+        "the agreement (a reliability score) and the key-expression window in seconds. Exit code: 0 when "
+        "every video was predicted, 3 when some video had no face, 4 when some video could not be read "
+        "(the others are still predicted).",
+    )
+    p.add_argument("videos", nargs="+", help="video files (mp4, avi, mov, webm, mkv, ...)")
+    p.add_argument("--checkpoint", required=True, help="model.safetensors or a run folder")
+    p.add_argument("--no-detect", action="store_true", help="the videos are already cropped to the face")
+    p.add_argument("--detect-stride", type=int, default=1, help="detect on every n-th frame, interpolate the rest")
+    p.add_argument("--json", action="store_true", help="print one JSON object per video")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(args) -> int:
+    import json
+
+    from .engine.checkpoint import load_model
+    from .inference.predict import EXIT_NO_FACE, EXIT_OK, EXIT_UNREADABLE, predict_video
+
+    model = load_model(args.checkpoint, map_location=args.device).eval()
+    code = EXIT_OK
+    for video in args.videos:
+        res = predict_video(video, model, detector=None if args.no_detect else "haar",
+                            detect_stride=args.detect_stride, device=args.device)
+        print(json.dumps(res.to_dict()) if args.json else res.summary(), flush=True)
+        if res.status == "unreadable":
+            code = max(code, EXIT_UNREADABLE)
+        elif res.status == "no_face":
+            code = max(code, EXIT_NO_FACE)
+    return code
+
+
 # -- subcommands: add new `_add_<name>` functions above this line, and call them in build_parser --
 
 
@@ -33,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in [_add_backbones]:
+    for add in [_add_demo, _add_train, _add_eval, _add_predict, _add_audit, _add_analyze, _add_export, _add_backbones]:
         add(sub)
     return parser
 

@@ -1,0 +1,233 @@
+"""Checkpoints: safetensors weights that carry the model's config, plus a training-state file.
+
+* ``model.safetensors``: the model's tensors; metadata ``rdfer_config`` (JSON of
+  ``model.config``) so :func:`load_model` rebuilds the model without the user restating it.
+* ``state.pt``: optimizer, scheduler, loss memory, counters; plain tensors and containers only,
+  so it loads with ``torch.load(weights_only=True)``.
+
+Every file is written to a temporary name and renamed into place; a training checkpoint is a
+folder ``epoch_NNNN`` built under a temporary name and renamed whole, so a crash never leaves a
+half-written checkpoint where a complete one is expected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+import torch.nn as nn
+
+__all__ = [
+    "atomic_write_text",
+    "save_model",
+    "load_model",
+    "load_weights",
+    "read_metadata",
+    "read_model_config",
+    "save_training_checkpoint",
+    "latest_checkpoint",
+    "load_training_state",
+    "CheckpointError",
+]
+
+PathLike = Union[str, os.PathLike]
+MODEL_FILE, STATE_FILE = "model.safetensors", "state.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used for what was asked (other model, not rdfer, damaged)."""
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_config(model: nn.Module) -> str:
+    config = getattr(model, "config", None)
+    if not config:
+        raise CheckpointError(
+            f"{type(model).__name__} has no `config`; build it with rdfer.wrap_with_rdfer or "
+            f"rdfer.create_model so a checkpoint can rebuild it."
+        )
+    try:
+        return json.dumps(config, sort_keys=True)
+    except TypeError as err:
+        raise CheckpointError(
+            f"the model config is not JSON-serialisable ({err}); a custom sequence_model factory or "
+            f"detector module cannot be stored by name. Save model.state_dict() yourself instead."
+        ) from err
+
+
+def save_model(model: nn.Module, path: PathLike, extra_metadata: Optional[Dict[str, str]] = None) -> Path:
+    """Save weights + config to a ``.safetensors`` file, atomically. Returns the path."""
+    from safetensors.torch import save_file
+
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"rdfer_config": _json_config(model), "format": "rdfer", **(extra_metadata or {})}
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _model_file(path: PathLike) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (path / MODEL_FILE, *sorted(path.glob("**/" + MODEL_FILE), reverse=True)):
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(f"no {MODEL_FILE} in {path}")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
+def read_metadata(path: PathLike) -> Dict[str, str]:
+    """The raw safetensors metadata of a checkpoint (file or run folder)."""
+    from safetensors import safe_open
+
+    file = _model_file(path)
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as err:
+        raise CheckpointError(f"{file} is not a readable safetensors file: {err}") from err
+
+
+def read_model_config(path: PathLike) -> Dict[str, Any]:
+    """The ``model.config`` stored in an rdfer checkpoint (file or run folder)."""
+    from safetensors import safe_open
+
+    file = _model_file(path)
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as err:
+        raise CheckpointError(f"{file} is not a readable safetensors file: {err}") from err
+    if "rdfer_config" not in metadata:
+        raise CheckpointError(
+            f"{file} has no rdfer model config in its metadata: it was not written by rdfer. "
+            f"Load its state dict yourself into a model built with rdfer.wrap_with_rdfer."
+        )
+    return json.loads(metadata["rdfer_config"])
+
+
+def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu", backbone: Optional[nn.Module] = None) -> nn.Module:
+    """Rebuild an RDFER model from a checkpoint written by rdfer (file or run folder).
+
+    Args:
+        path: a ``model.safetensors`` file or a run folder containing one.
+        map_location: device for the weights.
+        backbone: the backbone module, needed only when the model wrapped a custom module
+            (not a registry name), which a checkpoint cannot rebuild by itself.
+    """
+    from ..model.rdfer import wrap_with_rdfer
+
+    file = _model_file(path)
+    config = dict(read_model_config(file))
+    config.pop("preset", None)
+    name = config.pop("backbone")
+    if name is None and backbone is None:
+        raise CheckpointError(f"{file} wraps a custom backbone module; pass backbone=<your module> to load_model")
+    num_classes = config.pop("num_classes")
+    backbone_kwargs = config.pop("backbone_kwargs", {})
+    detector_kwargs = config.pop("detector_kwargs", {})
+    if config.get("detector") is None:
+        config.pop("detector", None)
+    model = wrap_with_rdfer(
+        backbone if name is None else name,
+        num_classes=num_classes,
+        backbone_kwargs=backbone_kwargs,
+        detector_kwargs=detector_kwargs,
+        **config,
+    )
+    if name is None:
+        model.config["backbone"] = None
+    load_weights(model, file, map_location)
+    # How the training data was loaded (T, frame size, class names), when the trainer wrote it.
+    model.data_config = json.loads(read_metadata(file).get("rdfer_data", "{}"))
+    return model.to(map_location)
+
+
+def load_weights(model: nn.Module, path: PathLike, map_location: Union[str, torch.device] = "cpu") -> nn.Module:
+    """Load checkpoint weights into an existing model, refusing a checkpoint of another model
+    (other backbone, class count or options) with an error that names the differences."""
+    from safetensors.torch import load_file
+
+    file = _model_file(path)
+    stored = read_model_config(file)
+    own = getattr(model, "config", {}) or {}
+    keys = ("backbone", "num_classes", "n_clips", "clip_len", "d_model", "resample", "summary", "sequence_model", "fusion")
+    diffs = [f"{k}: checkpoint {stored.get(k)!r} vs model {own.get(k)!r}" for k in keys if k in own and stored.get(k) != own.get(k)]
+    if diffs:
+        raise CheckpointError(f"{file} belongs to another model: " + "; ".join(diffs))
+    state = load_file(str(file), device=str(map_location))
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{file} does not match the model: missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
+    return model
+
+
+def save_training_checkpoint(run_dir: PathLike, epoch: int, model: nn.Module, state: Dict[str, Any], keep: int = 2,
+                             metadata: Optional[Dict[str, str]] = None) -> Path:
+    """Write ``run_dir/checkpoints/epoch_NNNN/{model.safetensors,state.pt}`` atomically and keep
+    the newest ``keep`` checkpoints. ``epoch`` counts completed epochs."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"epoch_{epoch:04d}"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".epoch_{epoch:04d}."))
+    try:
+        save_model(model, tmp / MODEL_FILE, {**(metadata or {}), "epoch": str(epoch)})
+        torch.save(state, tmp / STATE_FILE)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in sorted(p for p in root.glob("epoch_*") if p.is_dir())[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: PathLike) -> Optional[Path]:
+    """The newest complete ``epoch_NNNN`` folder of a run, or None."""
+    root = Path(run_dir) / "checkpoints"
+    done = sorted(p for p in root.glob("epoch_*") if (p / MODEL_FILE).is_file() and (p / STATE_FILE).is_file())
+    return done[-1] if done else None
+
+
+def load_training_state(checkpoint_dir: PathLike) -> Dict[str, Any]:
+    """The training state of a checkpoint folder, loaded with ``weights_only=True``."""
+    path = Path(checkpoint_dir) / STATE_FILE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"cannot read training state {path}: {err}") from err

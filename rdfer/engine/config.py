@@ -1,0 +1,105 @@
+"""Training configuration: the paper's recipe as defaults, YAML in and out."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+__all__ = ["TrainConfig", "load_yaml_config", "config_to_yaml"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``rdfer train`` needs. Defaults are the paper's recipe (section IV-B)."""
+
+    # -- data ----------------------------------------------------------------------------
+    dataset: str = "synthetic"  # synthetic | dfew | ferv39k | csv | packed
+    root: Optional[str] = None  # dfew / ferv39k root folder
+    fold: int = 1  # dfew fold 1..5
+    train_source: Optional[str] = None  # csv: train CSV; packed: train pack folder
+    test_source: Optional[str] = None  # csv: test CSV; packed: test pack folder
+    num_frames: int = 64  # T, frames loaded per video
+    image_size: int = 112
+    synthetic_train: int = 1200  # synthetic: number of training videos
+    synthetic_test: int = 400
+    noise_rate: float = 0.0  # synthetic: injected label noise in the training set
+    noise: str = "symmetric"
+    val_fraction: float = 0.0  # carve a validation split from train, for model selection
+    # -- model ---------------------------------------------------------------------------
+    model: Optional[str] = None  # a preset (rdfer.list_models()); or give `backbone`
+    backbone: Optional[str] = None  # a registry backbone wrapped with the paper's defaults
+    pretrained: Union[bool, str] = False
+    model_options: Dict[str, Any] = field(default_factory=dict)  # wrap_with_rdfer overrides
+    # -- loss ----------------------------------------------------------------------------
+    strategy: str = "agreement"  # ce | bigloss_up | bigloss_down | hard_up | noisy_down | agreement
+    t_hard: float = 0.2
+    t_noisy: float = 0.1
+    lambda_hard: float = 1.5
+    lambda_noisy: float = 0.0
+    label_smoothing: float = 0.1
+    aux_weight: float = 0.1
+    loss_scope: str = "epoch"
+    start_epoch: Optional[int] = None  # None: the warm-up length
+    noisy_requires_mismatch: bool = False
+    class_weighted: bool = False
+    balanced_sampler: bool = False
+    # -- recipe --------------------------------------------------------------------------
+    epochs: int = 100
+    warmup_epochs: int = 10
+    batch_size: int = 128  # global batch (split across processes under torchrun)
+    accum_steps: int = 1
+    lr: float = 7e-4
+    min_lr: float = 7e-6
+    weight_decay: float = 0.05
+    grad_clip: Optional[float] = None
+    augment: bool = True
+    amp: bool = False  # bf16 autocast, CUDA only
+    device: str = "auto"
+    workers: int = 4
+    seed: int = 0
+    deterministic: bool = False
+    # -- output --------------------------------------------------------------------------
+    out: str = "runs/rdfer"
+    resume: bool = False
+    keep_checkpoints: int = 2
+    eval_test_every: int = 0  # >0: also evaluate on the test split every N epochs (monitoring only)
+    progress: bool = True
+    max_bad_steps: int = 5  # consecutive non-finite losses tolerated (skipped) before stopping
+    stop_after: Optional[int] = None  # end this invocation after N epochs (time-boxed jobs); --resume continues
+
+    def effective_start_epoch(self) -> int:
+        return self.warmup_epochs if self.start_epoch is None else self.start_epoch
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown training options {unknown}; known: {sorted(names)}")
+        return cls(**values)
+
+
+def load_yaml_config(path: Union[str, Path]) -> Dict[str, Any]:
+    """Read a YAML file of :class:`TrainConfig` fields (dashes or underscores)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of options, found {type(data).__name__}")
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    TrainConfig.from_dict(data)  # validates the names, naming the file on error below
+    return data
+
+
+def config_to_yaml(config: TrainConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

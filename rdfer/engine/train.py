@@ -1,0 +1,426 @@
+"""The training loop: paper recipe, agreement loss, safe checkpoints, resume, DDP.
+
+``train(TrainConfig(...))`` is what ``rdfer train`` calls. One process, one GPU or many
+(``torchrun --nproc_per_node=N -m rdfer train ...``) run the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
+
+from ..losses import HARD, NOISY, AgreementLoss
+from ..model.rdfer import RDFER, wrap_with_rdfer
+from ..registry import create_model
+from .checkpoint import (
+    atomic_write_text,
+    latest_checkpoint,
+    load_training_state,
+    load_weights,
+    save_model,
+    save_training_checkpoint,
+)
+from .config import TrainConfig, config_to_yaml
+from .datasets import build_datasets, dataset_labels, split_validation
+from .distributed import DistInfo, barrier, init_distributed, is_main
+from .evaluate import evaluate, run_inference, write_confusion
+from .metrics import classification_metrics
+
+__all__ = ["train", "build_model", "make_loader", "batch_transform", "seed_everything"]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> RDFER:
+    """A preset (``cfg.model``), a registry backbone wrapped with the paper's defaults
+    (``cfg.backbone``), or ``rdfer_small`` when neither is given."""
+    opts = dict(cfg.model_options)
+    if cfg.model and cfg.backbone:
+        raise ValueError("give either a preset (--model) or a backbone (--backbone), not both")
+    if cfg.backbone:
+        return wrap_with_rdfer(cfg.backbone, num_classes=num_classes, pretrained=cfg.pretrained, **opts)
+    if cfg.pretrained:
+        opts["pretrained"] = cfg.pretrained
+    return create_model(cfg.model or "rdfer_small", num_classes=num_classes, **opts)
+
+
+def batch_transform(train: bool, augment: bool):
+    """uint8 (B, C, T, H, W) on any device -> normalised float, augmented when training."""
+    from ..data.transforms import VideoBatchTransform
+
+    return VideoBatchTransform(train=train and augment)
+
+
+def make_loader(dataset, batch_size: int, dist_info: DistInfo, shuffle: bool, seed: int, workers: int,
+                sampler=None) -> DataLoader:
+    from ..data import collate_videos
+
+    if sampler is None:
+        # Always a DistributedSampler (one replica outside torchrun), so 1 and N processes see
+        # the same permutation, split into the same global batches.
+        sampler = DistributedSampler(dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
+                                     shuffle=shuffle, seed=seed, drop_last=False)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      collate_fn=collate_videos, pin_memory=dist_info.device.type == "cuda",
+                      generator=generator, persistent_workers=False)
+
+
+def _balanced_sampler(dataset, seed: int) -> WeightedRandomSampler:
+    labels = dataset_labels(dataset)
+    counts = torch.bincount(labels).float()
+    weights = (1.0 / counts.clamp(min=1))[labels]
+    return WeightedRandomSampler(weights.double(), num_samples=len(labels), replacement=True,
+                                 generator=torch.Generator().manual_seed(seed))
+
+
+def _class_weights(dataset, num_classes: int) -> torch.Tensor:
+    counts = torch.bincount(dataset_labels(dataset), minlength=num_classes).float()
+    # Inverse frequency, normalised so the weights average to 1 over the samples.
+    w = counts.sum() / (num_classes * counts.clamp(min=1))
+    return w
+
+
+class _History:
+    """Per-epoch metrics in memory, rewritten atomically as JSONL and CSV after each epoch."""
+
+    def __init__(self, run_dir: Path, rows: Optional[List[Dict[str, Any]]] = None) -> None:
+        self.run_dir, self.rows = run_dir, list(rows or [])
+        self.tb = None
+        if is_main():
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:  # tensorboard is optional
+                self.tb = None
+
+    def add(self, row: Dict[str, Any]) -> None:
+        self.rows.append(row)
+        if not is_main():
+            return
+        atomic_write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows))
+        cols = sorted({k for r in self.rows for k in r if not isinstance(r[k], (dict, list))})
+        lines = [",".join(cols)] + [",".join("" if r.get(c) is None else str(r.get(c)) for c in cols) for r in self.rows]
+        atomic_write_text(self.run_dir / "metrics.csv", "\n".join(lines) + "\n")
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "epoch":
+                    self.tb.add_scalar(k, v, row["epoch"])
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _describe(paths: Sequence[str], limit: int = 8) -> str:
+    paths = list(paths)
+    return ", ".join(paths[:limit]) + (f" ... ({len(paths)} in all)" if len(paths) > limit else "")
+
+
+def train(cfg: TrainConfig) -> Dict[str, Any]:
+    """Train and evaluate one run; returns the results (also written to ``cfg.out``).
+
+    Writes ``config.yaml``, ``metrics.{jsonl,csv}``, ``checkpoints/epoch_NNNN/``,
+    ``model.safetensors`` (last epoch), ``results.json``, ``confusion.{csv,png}``,
+    ``train_flags.csv`` and ``bad_samples.txt`` (when any sample was unreadable).
+    """
+    dist_info = init_distributed(cfg.device)
+    world = dist_info.world_size
+    if cfg.batch_size % world:
+        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
+    if cfg.accum_steps < 1:
+        raise ValueError("--accum-steps must be >= 1")
+    if cfg.balanced_sampler and world > 1:
+        raise ValueError("--balanced-sampler is single-process only; use --class-weighted under torchrun")
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    run_dir = Path(cfg.out)
+    device = dist_info.device
+
+    # Data first: a wrong root or a broken CSV fails here, before any model is built.
+    train_full, test_set, class_names = build_datasets(cfg)
+    num_classes = len(class_names)
+    train_set, val_set = (split_validation(train_full, cfg.val_fraction, cfg.seed) if cfg.val_fraction > 0
+                          else (train_full, None))
+
+    seed_everything(cfg.seed)
+    model = build_model(cfg, num_classes).to(device)
+    criterion = AgreementLoss(
+        num_samples=len(train_full), t_hard=cfg.t_hard, t_noisy=cfg.t_noisy, lambda_hard=cfg.lambda_hard,
+        lambda_noisy=cfg.lambda_noisy, label_smoothing=cfg.label_smoothing, aux_weight=cfg.aux_weight,
+        scope=cfg.loss_scope, strategy=cfg.strategy, start_epoch=cfg.effective_start_epoch(),
+        noisy_requires_mismatch=cfg.noisy_requires_mismatch,
+        class_weight=_class_weights(train_set, num_classes) if cfg.class_weighted else None,
+    ).to(device)
+
+    local_batch = cfg.batch_size // world
+    sampler = _balanced_sampler(train_set, cfg.seed) if cfg.balanced_sampler else None
+    train_loader = make_loader(train_set, local_batch, dist_info, True, cfg.seed, cfg.workers, sampler)
+    test_loader = make_loader(test_set, local_batch, dist_info, False, cfg.seed, cfg.workers)
+    val_loader = make_loader(val_set, local_batch, dist_info, False, cfg.seed, cfg.workers) if val_set is not None else None
+    train_tf, eval_tf = batch_transform(True, cfg.augment), batch_transform(False, cfg.augment)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    updates_per_epoch = max(1, math.ceil(len(train_loader) / cfg.accum_steps))
+    from timm.scheduler import CosineLRScheduler
+
+    scheduler = CosineLRScheduler(
+        optimizer, t_initial=max(1, cfg.epochs * updates_per_epoch), lr_min=cfg.min_lr,
+        warmup_t=cfg.warmup_epochs * updates_per_epoch, warmup_lr_init=cfg.min_lr, t_in_epochs=False,
+    )
+
+    start_epoch, num_updates, history_rows = 0, 0, []
+    best_val: Optional[float] = None
+    if cfg.resume:
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is not None:
+            load_weights(model, ckpt / "model.safetensors", map_location=device)
+            state = load_training_state(ckpt)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            criterion.load_state_dict(state["criterion"])
+            start_epoch, num_updates = int(state["epoch"]), int(state["num_updates"])
+            history_rows, best_val = list(state["history"]), state.get("best_val")
+            if is_main():
+                print(f"resuming {run_dir} after epoch {start_epoch}")
+        elif is_main():
+            print(f"--resume: no checkpoint in {run_dir}/checkpoints, starting from scratch")
+
+    if is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
+    history = _History(run_dir, history_rows)
+    # Stored in every saved model, so inference loads videos the way training did.
+    meta = {"rdfer_data": json.dumps({"num_frames": cfg.num_frames, "image_size": cfg.image_size,
+                                      "classes": class_names, "dataset": cfg.dataset})}
+
+    net: nn.Module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      find_unused_parameters=cfg.aux_weight == 0)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (cfg.amp and device.type == "cuda") else nullcontext
+    bad_paths: set = set()
+
+    last_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start_epoch + cfg.stop_after)
+    for epoch in range(start_epoch, last_epoch):
+        # Re-seeding at every epoch boundary makes a resumed run repeat the uninterrupted one.
+        seed_everything(cfg.seed * 1_000_003 + epoch)
+        if isinstance(train_loader.sampler, DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
+        train_loader.generator.manual_seed(cfg.seed + epoch)
+        flags_in_effect = criterion.flags.clone() if (criterion.active and criterion.scope == "epoch") else None
+        stats = _train_one_epoch(net, model, criterion, optimizer, scheduler, train_loader, train_tf, device,
+                                 cfg, epoch, num_updates, autocast, bad_paths, num_classes)
+        num_updates = stats.pop("num_updates")
+        batch_flags = (stats.pop("batch_hard"), stats.pop("batch_noisy"))
+        criterion.step_epoch()
+        row: Dict[str, Any] = {"epoch": epoch + 1, **stats, "lr": optimizer.param_groups[0]["lr"]}
+        # Flags that weighted this epoch's losses.
+        if flags_in_effect is not None:
+            row["flagged_hard"] = int((flags_in_effect == HARD).sum())
+            row["flagged_noisy"] = int((flags_in_effect == NOISY).sum())
+        else:
+            row["flagged_hard"], row["flagged_noisy"] = batch_flags
+        if val_loader is not None:
+            val = evaluate(model, val_loader, device, num_classes, class_names, eval_tf)
+            row["val_war"], row["val_uar"] = val["war"], val["uar"]
+            if is_main() and (best_val is None or val["war"] > best_val):
+                best_val = val["war"]
+                save_model(model, run_dir / "best_val" / "model.safetensors", {**meta, "epoch": str(epoch + 1)})
+        if cfg.eval_test_every and (epoch + 1) % cfg.eval_test_every == 0:
+            mon = evaluate(model, test_loader, device, num_classes, class_names, eval_tf)
+            row["test_monitor_war"], row["test_monitor_uar"] = mon["war"], mon["uar"]
+        history.add(row)
+        if is_main():
+            save_training_checkpoint(run_dir, epoch + 1, model, {
+                "epoch": epoch + 1, "num_updates": num_updates, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "criterion": criterion.state_dict(),
+                "history": history.rows, "best_val": best_val,
+            }, keep=cfg.keep_checkpoints, metadata=meta)
+            if cfg.progress:
+                msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+                print(msg, flush=True)
+        barrier()
+    history.close()
+    if last_epoch < cfg.epochs:
+        if is_main():
+            print(f"stopped after epoch {last_epoch} of {cfg.epochs} (--stop-after); continue with --resume")
+        return {"run": str(run_dir), "stopped_after_epoch": last_epoch}
+    results = _finish(cfg, model, criterion, train_full, test_loader, val_loader, eval_tf, device,
+                      num_classes, class_names, history.rows, bad_paths, run_dir, best_val, meta)
+    barrier()
+    return results
+
+
+def _train_one_epoch(net, model, criterion, optimizer, scheduler, loader, transform, device, cfg, epoch,
+                     num_updates, autocast, bad_paths, num_classes) -> Dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    net.train()
+    total_loss, seen, excluded, bad_steps, consecutive_bad = 0.0, 0, 0, 0, 0
+    preds: List[torch.Tensor] = []
+    labels: List[torch.Tensor] = []
+    batch_hard = batch_noisy = 0
+    t0 = time.time()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and is_main()), leave=False)
+    optimizer.zero_grad(set_to_none=True)
+    for step, batch in enumerate(bar):
+        valid = torch.as_tensor(batch["valid"], dtype=torch.bool)
+        paths = [p for p, ok in zip(batch["path"], valid.tolist()) if ok]
+        if not valid.all():
+            bad = [p for p, ok in zip(batch["path"], valid.tolist()) if not ok]
+            bad_paths.update(bad)
+            excluded += len(bad)
+        last_of_group = (step + 1) % cfg.accum_steps == 0 or step + 1 == len(loader)
+        if not valid.any():
+            continue
+        video = transform(batch["video"][valid].to(device, non_blocking=True))
+        target = torch.as_tensor(batch["label"])[valid].to(device)
+        index = torch.as_tensor(batch["index"])[valid].to(device)
+        sync = last_of_group or not hasattr(net, "no_sync")
+        with (nullcontext() if sync else net.no_sync()), autocast():
+            out = net(video)
+            loss = criterion(out, target, index)
+        if not torch.isfinite(loss):
+            # Never step on a non-finite loss: the weights stay as they were.
+            bad_steps += 1
+            consecutive_bad += 1
+            optimizer.zero_grad(set_to_none=True)
+            msg = (f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step + 1}; the step was skipped. "
+                   f"Samples in the batch: {_describe(paths)}")
+            if consecutive_bad >= cfg.max_bad_steps:
+                raise FloatingPointError(msg + f". {consecutive_bad} bad steps in a row: stopping; the last "
+                                         f"checkpoint in {cfg.out}/checkpoints is intact.")
+            warnings.warn(msg)
+            continue
+        consecutive_bad = 0
+        (loss / cfg.accum_steps).backward()
+        if last_of_group:
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            num_updates += 1
+            scheduler.step_update(num_updates)
+        n = int(target.numel())
+        seen += n
+        total_loss += float(loss.detach()) * n
+        preds.append(out.logits.detach().argmax(1).cpu())
+        labels.append(target.cpu())
+        if criterion.last_flags is not None and criterion.scope == "batch":
+            batch_hard += int((criterion.last_flags == HARD).sum())
+            batch_noisy += int((criterion.last_flags == NOISY).sum())
+        if is_main() and cfg.progress:
+            bar.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}", clips_s=f"{seen / max(time.time() - t0, 1e-9):.1f}")
+    elapsed = time.time() - t0
+    from .distributed import all_gather_objects
+
+    gathered = all_gather_objects((total_loss, seen, excluded, bad_steps,
+                                   torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long),
+                                   torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)))
+    total_loss = sum(g[0] for g in gathered)
+    seen = sum(g[1] for g in gathered)
+    all_preds = torch.cat([g[4] for g in gathered])
+    all_labels = torch.cat([g[5] for g in gathered])
+    train_metrics = classification_metrics(all_preds, all_labels, num_classes) if seen else {"war": 0.0, "uar": 0.0}
+    return {
+        "train_loss": total_loss / max(seen, 1),
+        "train_war": train_metrics["war"],
+        "train_uar": train_metrics["uar"],
+        "clips_per_s": seen / max(elapsed, 1e-9),
+        "excluded_invalid": sum(g[2] for g in gathered),
+        "skipped_steps": sum(g[3] for g in gathered),
+        "num_updates": num_updates,
+        "batch_hard": batch_hard,
+        "batch_noisy": batch_noisy,
+    }
+
+
+def _finish(cfg, model, criterion, train_full, test_loader, val_loader, eval_tf, device, num_classes,
+            class_names, rows, bad_paths, run_dir: Path, best_val, meta) -> Dict[str, Any]:
+    """Final artefacts: last-epoch model, its test metrics, flags of the training set."""
+    preds = run_inference(model, test_loader, device, eval_tf, progress=cfg.progress and is_main(), desc="test")
+    test = classification_metrics(preds.preds, preds.labels, num_classes, class_names)
+    test["excluded_invalid"] = len(preds.invalid_paths)
+    results: Dict[str, Any] = {
+        "run": str(run_dir),
+        "model": dict(model.config),
+        "dataset": cfg.dataset,
+        "strategy": cfg.strategy,
+        "epochs": cfg.epochs,
+        "test_last_epoch": test,
+        "note": "test metrics are those of the last-epoch model (no selection on the test split)",
+    }
+    if val_loader is not None and (run_dir / "best_val" / "model.safetensors").is_file():
+        import copy
+
+        selected = copy.deepcopy(model)  # the validation-selected weights, in a copy
+        load_weights(selected, run_dir / "best_val" / "model.safetensors", map_location=device)
+        sel = evaluate(selected, test_loader, device, num_classes, class_names, eval_tf)
+        results["test_selected_on_validation"] = {"war": sel["war"], "uar": sel["uar"], "val_war": best_val}
+    monitored = [r for r in rows if "test_monitor_war" in r]
+    if monitored:
+        top = max(monitored, key=lambda r: r["test_monitor_war"])
+        results["best_test_epoch_selected_on_test_split"] = {
+            "epoch": top["epoch"], "war": top["test_monitor_war"], "uar": top["test_monitor_uar"],
+            "warning": "selected on the test split: optimistic, not a result to report",
+        }
+    flags = criterion.flags.cpu()
+    results["train_flags"] = {"hard": int((flags == HARD).sum()), "noisy": int((flags == NOISY).sum())}
+    gt = getattr(train_full, "is_noisy", None)
+    if gt is not None:
+        results["noisy_flag_quality"] = flag_quality(flags == NOISY, torch.as_tensor(np.asarray(gt), dtype=torch.bool))
+    gt_hard = getattr(train_full, "is_hard", None)
+    if gt_hard is not None:
+        results["hard_flag_quality"] = flag_quality(flags == HARD, torch.as_tensor(np.asarray(gt_hard), dtype=torch.bool))
+    if is_main():
+        save_model(model, run_dir / "model.safetensors", {**meta, "epoch": str(cfg.epochs)})
+        write_confusion(test, class_names, run_dir)
+        _write_train_flags(run_dir / "train_flags.csv", criterion, train_full)
+        if bad_paths or preds.invalid_paths:
+            atomic_write_text(run_dir / "bad_samples.txt", "\n".join(sorted(set(bad_paths) | set(preds.invalid_paths))) + "\n")
+            results["bad_samples"] = len(set(bad_paths) | set(preds.invalid_paths))
+        atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
+    return results
+
+
+def flag_quality(flagged: torch.Tensor, truth: torch.Tensor) -> Dict[str, float]:
+    """Precision and recall of boolean flags against boolean ground truth."""
+    tp = int((flagged & truth).sum())
+    return {
+        "flagged": int(flagged.sum()),
+        "true": int(truth.sum()),
+        "precision": tp / max(int(flagged.sum()), 1),
+        "recall": tp / max(int(truth.sum()), 1),
+    }
+
+
+def _write_train_flags(path: Path, criterion: AgreementLoss, dataset) -> None:
+    names = ("ordinary", "hard", "noisy")
+    seen = criterion.mem_stamp > 0
+    lines = ["index,label,mode_class,agreement,confidence,loss,flag"]
+    for i in seen.nonzero().squeeze(1).tolist():
+        lines.append(
+            f"{i},{int(criterion.mem_label[i])},{int(criterion.mem_mode[i])},{float(criterion.mem_agreement[i]):.4f},"
+            f"{float(criterion.mem_confidence[i]):.4f},{float(criterion.mem_loss[i]):.4f},{names[int(criterion.flags[i])]}"
+        )
+    atomic_write_text(path, "\n".join(lines) + "\n")

@@ -1,0 +1,111 @@
+"""End-to-end training on the synthetic set: train -> checkpoint -> eval, resume, bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import rdfer
+from conftest import REPO, tiny_config
+from rdfer.engine.train import train
+
+
+def test_trained_run_writes_everything(trained_run):
+    out, results = trained_run
+    for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "model.safetensors", "results.json",
+                 "confusion.csv", "confusion.png", "train_flags.csv"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    # Warm-up of one epoch: nothing flagged in epoch 1, then 20% hard / 10% noisy of 48 videos.
+    assert rows[0]["flagged_hard"] == 0 and rows[1]["flagged_hard"] == 10 and rows[1]["flagged_noisy"] == 5
+    test = results["test_last_epoch"]
+    assert test["num_samples"] == 24 and 0.0 <= test["uar"] <= 1.0
+    assert sum(map(sum, test["confusion"])) == 24
+    assert results["noisy_flag_quality"]["true"] == 12  # 25% of 48 labels replaced
+    model = rdfer.load_model(out)
+    assert model.data_config["num_frames"] == 8 and model.data_config["classes"] == list(rdfer.EMOTIONS)
+
+
+def test_eval_cli_reproduces_training_metrics(trained_run):
+    out, results = trained_run
+    cmd = [sys.executable, "-m", "rdfer", "eval", "synthetic", "--checkpoint", str(out), "--num-frames", "8",
+           "--image-size", "32", "--synthetic-train", "48", "--synthetic-test", "24", "--noise-rate", "0.25",
+           "--device", "cpu", "--workers", "0", "--out", str(out / "eval")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["war"] == pytest.approx(results["test_last_epoch"]["war"])
+    assert metrics["confusion"] == results["test_last_epoch"]["confusion"]
+    assert (out / "eval" / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    straight = train(tiny_config(tmp_path / "straight"))
+    first = train(tiny_config(tmp_path / "resumed", stop_after=1))
+    assert first == {"run": str(tmp_path / "resumed"), "stopped_after_epoch": 1}
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()
+    resumed = train(tiny_config(tmp_path / "resumed", resume=True))
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert straight["test_last_epoch"] == resumed["test_last_epoch"]
+    rows_a = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    rows_b = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    strip = lambda rows: [{k: v for k, v in json.loads(r).items() if k != "clips_per_s"} for r in rows]
+    assert strip(rows_a) == strip(rows_b)
+
+
+def test_resume_refuses_other_model(tmp_path):
+    train(tiny_config(tmp_path, stop_after=1))
+    with pytest.raises(rdfer.engine.CheckpointError, match="d_model"):
+        other = dict(tiny_config(tmp_path).model_options, d_model=16)
+        train(tiny_config(tmp_path, resume=True, model_options=other))
+
+
+def test_wrong_dataset_root_fails_before_model(tmp_path):
+    with pytest.raises(FileNotFoundError, match="DFEW root not found"):
+        train(tiny_config(tmp_path, dataset="dfew", root=str(tmp_path / "missing")))
+    with pytest.raises(ValueError, match="needs --train"):
+        train(tiny_config(tmp_path, dataset="csv"))
+
+
+def test_nan_loss_is_skipped_then_stops_with_paths(tmp_path):
+    cfg = tiny_config(tmp_path, lr=1e30, epochs=3, max_bad_steps=2, warmup_epochs=0, min_lr=1e30)
+    with pytest.raises(FloatingPointError, match=r"synthetic/\d+"):
+        with pytest.warns(UserWarning, match="non-finite loss"):
+            train(cfg)
+
+
+def test_yaml_config_and_cli_override(tmp_path):
+    (tmp_path / "cfg.yaml").write_text(
+        "epochs: 5\nnum-frames: 8\nimage_size: 32\nsynthetic_train: 24\nsynthetic_test: 12\nworkers: 0\n"
+        "batch_size: 8\nmodel_options: {d_model: 16, summary_dim: 4}\nprogress: false\ndevice: cpu\naugment: false\n"
+    )
+    cmd = [sys.executable, "-m", "rdfer", "train", "synthetic", "--config", str(tmp_path / "cfg.yaml"), "--epochs", "1",
+           "--warmup-epochs", "0", "--model-option", "n_clips=2", "--out", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    import yaml
+
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["epochs"] == 1 and saved["num_frames"] == 8  # CLI over file, file over defaults
+    assert saved["model_options"] == {"d_model": 16, "summary_dim": 4, "n_clips": 2}
+    assert rdfer.load_model(tmp_path / "run").n_clips == 2
+    assert "WAR" in proc.stdout
+
+
+def test_validation_split_selection_is_labelled(tmp_path):
+    res = train(tiny_config(tmp_path, val_fraction=0.25, epochs=2))
+    assert "test_selected_on_validation" in res and "val_war" in res["test_selected_on_validation"]
+    rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all("val_war" in r for r in rows)
+
+
+def test_help_is_complete():
+    for sub in ("train", "eval", "audit", "analyze", "export", "demo", "backbones"):
+        proc = subprocess.run([sys.executable, "-m", "rdfer", sub, "--help"], capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == 0 and "usage: rdfer " + sub in proc.stdout, sub

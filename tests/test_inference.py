@@ -1,0 +1,110 @@
+"""rdfer predict on generated and real videos, face handling, export to ONNX / TorchScript."""
+
+import json
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+import torch
+
+import rdfer
+from conftest import REPO
+from rdfer.inference.faces import crop_faces, fill_and_smooth
+from rdfer.inference.predict import predict_video
+
+
+def write_mp4(path, frames, fps=25):
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_fill_and_smooth_interpolates_missing_boxes():
+    boxes = np.array([[0, 0, 10, 10], [np.nan] * 4, [np.nan] * 4, [30, 0, 40, 10], [np.nan] * 4], dtype=float)
+    filled = fill_and_smooth(boxes, window=1)
+    assert filled[1].tolist() == [10, 0, 20, 10] and filled[2].tolist() == [20, 0, 30, 10]
+    assert filled[4].tolist() == [30, 0, 40, 10]  # nearest at the end
+    with pytest.raises(ValueError):
+        fill_and_smooth(np.full((3, 4), np.nan))
+
+
+def test_crop_faces_square_inside_frame():
+    frame = np.zeros((100, 200, 3), np.uint8)
+    (crop,) = crop_faces([frame], np.array([[180.0, 80.0, 199.0, 99.0]]), margin=0.5)
+    assert crop.shape[0] == crop.shape[1] and crop.shape[0] > 0
+
+
+def test_predict_generated_video_without_detection(trained_run, tmp_path):
+    out, _ = trained_run
+    model = rdfer.load_model(out)
+    frames = [np.full((40, 40, 3), 10 * i, np.uint8) for i in range(20)]
+    write_mp4(tmp_path / "clip.mp4", frames, fps=10)
+    res = predict_video(tmp_path / "clip.mp4", model, detector=None)
+    assert res.status == "ok" and res.emotion in rdfer.EMOTIONS
+    assert sum(res.probabilities.values()) == pytest.approx(1.0, abs=1e-3)
+    assert len(res.clip_predictions) == model.n_clips and res.agreement in (0.25, 0.5, 0.75, 1.0)
+    assert res.fps == pytest.approx(10.0) and res.num_frames == 20
+    a, b = res.key_window_seconds
+    assert 0.0 <= a < b <= 2.0 + 1e-6  # inside the 2-second video
+
+
+def test_predict_cli_no_face_and_unreadable(trained_run, tmp_path):
+    out, _ = trained_run
+    write_mp4(tmp_path / "blank.mp4", [np.full((64, 64, 3), 128, np.uint8)] * 10)
+    (tmp_path / "broken.mp4").write_bytes(b"\x00" * 100)
+    cmd = [sys.executable, "-m", "rdfer", "predict", str(tmp_path / "blank.mp4"), "--checkpoint", str(out), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 3, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["status"] == "no_face"
+    cmd[4] = str(tmp_path / "broken.mp4")
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 4 and json.loads(proc.stdout.strip().splitlines()[-1])["status"] == "unreadable"
+
+
+def test_real_single_face(trained_run, real_video_dir):
+    model = rdfer.load_model(trained_run[0])
+    res = predict_video(real_video_dir / "single_face.mp4", model, detect_stride=2)
+    assert res.status == "ok" and res.num_frames == 72 and res.fps == pytest.approx(30.0)
+    examined = len(range(0, 72, 2))
+    assert len(res.frames_without_face) < 0.2 * examined  # a box on most frames
+
+
+def test_real_no_face(trained_run, real_video_dir):
+    res = predict_video(real_video_dir / "no_face.mp4", rdfer.load_model(trained_run[0]), detect_stride=3)
+    assert res.status == "no_face" and "no face" in res.message
+
+
+def test_real_face_then_no_face(trained_run, real_video_dir):
+    res = predict_video(real_video_dir / "face_noface.mov", rdfer.load_model(trained_run[0]), detect_stride=3)
+    assert res.status == "ok" and res.emotion in rdfer.EMOTIONS
+    assert res.frames_without_face and "without a face" in res.message
+    assert res.num_frames == 169
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_matches_pytorch(trained_run, tmp_path, fmt):
+    out, _ = trained_run
+    suffix = "onnx" if fmt == "onnx" else "pt"
+    cmd = [sys.executable, "-m", "rdfer", "export", "--checkpoint", str(out), "--format", fmt, "--output", str(tmp_path / f"m.{suffix}")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    model = rdfer.load_model(out).eval()
+    video = torch.randn(3, 3, 8, 32, 32)  # batch 3: the batch axis is dynamic
+    with torch.no_grad():
+        ref = model(video)
+    if fmt == "onnx":
+        ort = pytest.importorskip("onnxruntime")
+        session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+        got = session.run(None, {"video": video.numpy()})
+        assert np.allclose(got[0], ref.logits.numpy(), atol=1e-4) and np.allclose(got[1], ref.clip_logits.numpy(), atol=1e-4)
+    else:
+        traced = torch.jit.load(str(tmp_path / "m.pt"))
+        got = traced(video)
+        assert torch.allclose(got[0], ref.logits, atol=1e-5) and torch.allclose(got[1], ref.clip_logits, atol=1e-5)
