@@ -6,6 +6,7 @@ Each subcommand is added by one ``_add_<name>(subparsers)`` function that sets `
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import List, Optional
 
@@ -143,7 +144,8 @@ def _cmd_train(args) -> int:
     from .engine.train import train
 
     res = train(cfg)
-    if "test_last_epoch" not in res:
+    # Under torchrun every process returns the results; one report is enough.
+    if "test_last_epoch" not in res or int(os.environ.get("RANK", "0")) != 0:
         return 0
     t = res["test_last_epoch"]
     print(f"test (last epoch): WAR {100 * t['war']:.2f}%  UAR {100 * t['uar']:.2f}%  -> {cfg.out}/results.json")
@@ -306,6 +308,25 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _add_synth_preview(sub) -> None:
+    p = sub.add_parser("synth-preview", help="save a PNG grid (expressions x time) of the built-in synthetic videos")
+    p.add_argument("--out", default="synthetic_preview.png", help="PNG file to write")
+    p.add_argument("--image-size", type=int, default=48)
+    p.add_argument("--num-frames", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hard", action="store_true", help="show hard videos (low intensity, blends, distractors)")
+    p.set_defaults(func=_cmd_synth_preview)
+
+
+def _cmd_synth_preview(args) -> int:
+    from .data.synthetic import render_preview
+
+    out = render_preview(args.out, image_size=args.image_size, num_frames=args.num_frames, seed=args.seed,
+                         hard=args.hard)
+    print(f"wrote {out} (rows: expressions, columns: frames; red bar = key-expression window)")
+    return 0
+
+
 def _add_predict(sub) -> None:
     p = sub.add_parser(
         "predict", help="predict the emotion of video files (face detection included)",
@@ -343,6 +364,80 @@ def _cmd_predict(args) -> int:
     return code
 
 
+def _add_pack(sub) -> None:
+    p = sub.add_parser(
+        "pack", help="decode a dataset split once into uint8 shards for fast training (resumable)",
+        description="Decode every video of a split once, keeping up to --num-frames frames spread uniformly, "
+        "resized to --image-size, into shard files plus index.json. Training on the pack "
+        "(`rdfer train packed --train DIR --test DIR`) does no image decoding. An interrupted pack resumes "
+        "when the same command is run again.",
+    )
+    p.add_argument("dataset", choices=["dfew", "ferv39k", "csv"], help="the source format")
+    p.add_argument("--root", help="dfew, ferv39k: dataset root folder")
+    p.add_argument("--fold", type=int, default=1, help="dfew: fold 1..5 (default 1)")
+    p.add_argument("--split", choices=["train", "test"], help="dfew, ferv39k: which split to pack")
+    p.add_argument("--csv", help="csv: a CSV of path,label (frame folders or video files)")
+    p.add_argument("--classes", help="csv: comma-separated class names (e.g. the training CSV's, for a test CSV)")
+    p.add_argument("--out", required=True, help="output folder of the pack")
+    p.add_argument("--num-frames", type=int, default=64, help="frames kept per video, at most (default 64)")
+    p.add_argument("--image-size", type=int, default=112, help="stored frame side in pixels (default 112)")
+    p.add_argument("--shard-size", type=int, default=256, help="videos per shard file (default 256)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_pack)
+
+
+def _cmd_pack(args) -> int:
+    import json
+    import shlex
+    from pathlib import Path
+
+    from . import data
+
+    size = dict(num_frames=args.num_frames, image_size=args.image_size, train=False)
+    try:
+        source, what = _pack_source(args, size)
+        out = data.pack_dataset(source, args.out, num_frames=args.num_frames, image_size=args.image_size,
+                                progress=not args.quiet, shard_size=args.shard_size)
+    except (ValueError, FileNotFoundError) as exc:  # bad layout, CSV row, or a foreign pack in --out
+        raise SystemExit(f"rdfer pack: {exc}") from None
+    index = json.loads((Path(out) / "index.json").read_text())
+    total = sum(s["bytes"] for s in index["shards"])
+    size_text = f"{total / 2**30:.2f} GiB" if total >= 2**30 else f"{total / 2**20:.1f} MiB"
+    bad = sum(not r["valid"] for r in index["samples"])
+    replaced = sum(len(r.get("replaced", ())) for r in index["samples"])
+    print(f"packed {index['num_samples']} videos of {what} (up to {index['num_frames']} frames of "
+          f"{index['image_size']} px, {size_text} in {len(index['shards'])} shard file(s)) -> {out}")
+    if bad or replaced:
+        print(f"  {bad} unreadable videos (stored as valid=False), {replaced} unreadable frames replaced; "
+              f"PackedDataset({str(out)!r}).bad_sample_report() lists them")
+    here, n = shlex.quote(str(out)), index["num_frames"]
+    train_dir, test_dir = (here, "<test pack>") if getattr(args, "split", None) != "test" else ("<train pack>", here)
+    print(f"train on it (with a pack of the other split) with:\n"
+          f"  rdfer train packed --train {train_dir} --test {test_dir} --num-frames {n}")
+    return 0
+
+
+def _pack_source(args, size):
+    from . import data
+
+    if args.dataset == "csv":
+        if not args.csv:
+            raise SystemExit("rdfer pack csv needs --csv FILE")
+        classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+        source = data.VideoCSV(args.csv, classes=classes, **size)
+        what = args.csv
+    else:
+        if not args.root or not args.split:
+            raise SystemExit(f"rdfer pack {args.dataset} needs --root R and --split train|test")
+        if args.dataset == "dfew":
+            source = data.DFEW(args.root, args.fold, args.split, **size)
+            what = f"DFEW fold {args.fold} {args.split}"
+        else:
+            source = data.FERV39K(args.root, args.split, **size)
+            what = f"FERV39K {args.split}"
+    return source, what
+
+
 # -- subcommands: add new `_add_<name>` functions above this line, and call them in build_parser --
 
 
@@ -353,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in [_add_demo, _add_train, _add_eval, _add_predict, _add_audit, _add_analyze, _add_export, _add_backbones]:
+    for add in [_add_demo, _add_synth_preview, _add_train, _add_eval, _add_predict, _add_audit, _add_analyze, _add_export, _add_backbones, _add_pack]:
         add(sub)
     return parser
 

@@ -18,10 +18,17 @@ REAL_VIDEO_DIR = REPO.parent / "shared" / "data" / "real-video"
 
 
 @pytest.fixture
-def real_video_dir() -> Path:
-    if not REAL_VIDEO_DIR.is_dir():
-        pytest.skip(f"real test clips not present at {REAL_VIDEO_DIR}")
-    return REAL_VIDEO_DIR
+def real_clip():
+    """``real_clip(name) -> Path`` of a real test clip; skips the test when the clip is absent
+    (pip users and machines without ``../shared/data/real-video``)."""
+
+    def find(name: str) -> Path:
+        path = REAL_VIDEO_DIR / name
+        if not path.is_file():
+            pytest.skip(f"real test clip not present: {path}")
+        return path
+
+    return find
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from conftest import GN_OPTIONS, REPO
 def _run(tmp_path, nproc):
     out = tmp_path / f"np{nproc}"
     opts = [f"--model-option={k}={json.dumps(v)}" for k, v in GN_OPTIONS.items()]
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port=0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "rdfer", "train", "synthetic", "--synthetic-train", "32", "--synthetic-test", "16",
            "--noise-rate", "0.25", "--num-frames", "8", "--image-size", "32", "--epochs", "2",
            "--warmup-epochs", "1", "--batch-size", "8", "--lr", "3e-3", "--min-lr", "1e-4", "--workers", "0",

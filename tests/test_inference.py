@@ -68,21 +68,21 @@ def test_predict_cli_no_face_and_unreadable(trained_run, tmp_path):
     assert proc.returncode == 4 and json.loads(proc.stdout.strip().splitlines()[-1])["status"] == "unreadable"
 
 
-def test_real_single_face(trained_run, real_video_dir):
+def test_real_single_face(trained_run, real_clip):
     model = rdfer.load_model(trained_run[0])
-    res = predict_video(real_video_dir / "single_face.mp4", model, detect_stride=2)
+    res = predict_video(real_clip("single_face.mp4"), model, detect_stride=2)
     assert res.status == "ok" and res.num_frames == 72 and res.fps == pytest.approx(30.0)
     examined = len(range(0, 72, 2))
     assert len(res.frames_without_face) < 0.2 * examined  # a box on most frames
 
 
-def test_real_no_face(trained_run, real_video_dir):
-    res = predict_video(real_video_dir / "no_face.mp4", rdfer.load_model(trained_run[0]), detect_stride=3)
+def test_real_no_face(trained_run, real_clip):
+    res = predict_video(real_clip("no_face.mp4"), rdfer.load_model(trained_run[0]), detect_stride=3)
     assert res.status == "no_face" and "no face" in res.message
 
 
-def test_real_face_then_no_face(trained_run, real_video_dir):
-    res = predict_video(real_video_dir / "face_noface.mov", rdfer.load_model(trained_run[0]), detect_stride=3)
+def test_real_face_then_no_face(trained_run, real_clip):
+    res = predict_video(real_clip("face_noface.mov"), rdfer.load_model(trained_run[0]), detect_stride=3)
     assert res.status == "ok" and res.emotion in rdfer.EMOTIONS
     assert res.frames_without_face and "without a face" in res.message
     assert res.num_frames == 169

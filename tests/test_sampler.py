@@ -1,5 +1,6 @@
 """The key-expression re-sampler: positions stay inside the video, interpolation is exact."""
 
+import pytest
 import torch
 
 from rdfer.model.sampler import KeyExpressionSampler, glimpse_indices, read_frames
@@ -41,3 +42,15 @@ def test_interpolation_gradient_with_respect_to_position():
     read_frames(video, positions).sum().backward()
     expected = torch.stack([video[0, :, 2] - video[0, :, 1], video[0, :, 3] - video[0, :, 2]]).sum(dim=(1, 2, 3))
     assert torch.allclose(positions.grad[0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["linear", "nearest"])
+def test_non_finite_positions_give_nan_not_an_index_error(mode):
+    # Diverged weights give NaN positions: the read must not crash, and the NaN must reach the
+    # output so the training loop sees a non-finite loss and skips the step.
+    video = torch.rand(2, 3, 8, 4, 4)
+    positions = torch.tensor([[0.0, float("nan"), 3.0], [1.0, 2.0, float("inf")]])
+    frames = read_frames(video, positions, mode)
+    assert frames.shape == (2, 3, 3, 4, 4)
+    assert torch.isnan(frames[0, :, 1]).all() and torch.isfinite(frames[0, :, 0]).all()
+    assert not torch.isfinite(frames[1, :, 2]).all()

@@ -38,9 +38,11 @@ def build_datasets(cfg: TrainConfig) -> Tuple[Dataset, Dataset, List[str]]:
     kind = cfg.dataset
     if kind == "synthetic":
         make = data.SyntheticDFER
-        train = make(cfg.synthetic_train, noise_rate=cfg.noise_rate, noise=cfg.noise, seed=cfg.seed, **common)
+        # Rendering is cheap but not free: cache each video after its first epoch (~50 KB at 32 px).
+        train = make(cfg.synthetic_train, noise_rate=cfg.noise_rate, noise=cfg.noise, seed=cfg.seed, cache=True,
+                     **common)
         # A disjoint seed for the test videos; test labels are always clean.
-        test = make(cfg.synthetic_test, noise_rate=0.0, seed=cfg.seed + 10_000, **common)
+        test = make(cfg.synthetic_test, noise_rate=0.0, seed=cfg.seed + 10_000, cache=True, **common)
     elif kind == "dfew":
         root = _existing(_need(cfg.root, "--root (the DFEW folder)", kind), "DFEW root")
         train = data.DFEW(root, cfg.fold, "train", train=True, **common)

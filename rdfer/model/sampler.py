@@ -53,10 +53,14 @@ def read_frames(video: torch.Tensor, positions: torch.Tensor, mode: str = "linea
     def gather(idx: torch.Tensor) -> torch.Tensor:
         return flat.gather(1, idx.unsqueeze(-1).expand(b, n, c * h * w))
 
+    # Non-finite positions (diverged weights) must not index out of range: read frame 0 and let
+    # the NaN carry through the blend weights, so the loss is NaN and the step is skipped.
+    safe = torch.nan_to_num(positions.detach(), nan=0.0, posinf=t - 1, neginf=0.0)
     if mode == "nearest":
-        frames = gather(positions.round().long().clamp(0, t - 1))
+        frames = gather(safe.round().long().clamp(0, t - 1))
+        frames = frames.masked_fill(~torch.isfinite(positions).unsqueeze(-1), float("nan"))
     elif mode == "linear":
-        lo = positions.detach().floor().clamp(0, t - 1)
+        lo = safe.floor().clamp(0, t - 1)
         frac = (positions - lo).unsqueeze(-1).to(video.dtype)
         lo = lo.long()
         hi = (lo + 1).clamp(max=t - 1)

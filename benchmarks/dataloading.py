@@ -1,0 +1,314 @@
+"""How fast do videos load? Clips per second of three loaders on the same DFEW-layout tree.
+
+    python benchmarks/dataloading.py                  # full run: 100 clips, T = 16 and 64 (a few minutes)
+    python benchmarks/dataloading.py --quick --out /tmp/dl   # smoke run: 12 clips
+
+Loaders, all returning uint8 ``(3, T, 112, 112)`` videos of the same ``T`` frames (uniform, centred):
+
+* **(a) per-frame PIL** (the reference, written here): the loop of the public DFER code bases:
+  list the clip folder, then for each of the ``T`` sampled frames ``Image.open`` at full size,
+  ``convert("RGB")``, ``resize((112, 112), BILINEAR)``, and stack the frames into a tensor.
+  (Public code then converts to float per frame; we stop at uint8, which only helps the baseline.)
+* **(b) rdfer folder loader**: ``rdfer.data.DFEW`` (JPEG ``draft`` decoding at reduced DCT scale,
+  each distinct frame decoded once).
+* **(c) rdfer packed**: ``rdfer.data.PackedDataset`` over a pack of the same tree made with
+  ``pack_dataset(num_frames=64, image_size=112)`` (packing time and size are reported too).
+
+The tree is generated first: ``--clips`` clips of 20-80 frames (seeded), 224x224 JPEG frames
+(quality 90) of a drawn face with skin texture, noise and per-frame motion, so file sizes are
+like real face crops (~10 KB). The files were just written, so they are in the page cache: the
+numbers measure decoding, not the disk. Each measurement iterates a ``DataLoader`` (batch 8,
+``collate_videos``) over all clips, single process (``num_workers=0``) and with 2 worker
+processes (persistent), repeating epochs until ``--min-seconds`` have passed; the first batch
+(worker start-up) is not timed.
+
+Writes ``<out>/dataloading.json`` and ``<out>/dataloading.md`` (default ``benchmarks/results``)
+with the machine, versions, command and date, and prints the Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rdfer.data import DFEW, PackedDataset, collate_videos, eval_indices, pack_dataset  # noqa: E402
+
+GOAL_FOLDER, GOAL_PACKED = 3.0, 10.0
+
+
+# --------------------------------------------------------------------------- the test tree
+
+def _face_frame(rng: np.random.Generator, clip: Dict[str, Any], t: float):
+    """A 224x224 face crop: textured background, skin ellipse, eyes, brows, mouth; moves with t."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    im = Image.fromarray(clip["background"])
+    d = ImageDraw.Draw(im)
+    dx, dy = clip["shift"] * np.sin(2 * np.pi * t), clip["shift"] * 0.5 * np.cos(2 * np.pi * t)
+    cx, cy, skin = 112 + dx, 118 + dy, clip["skin"]
+    d.ellipse((cx - 78, cy - 98, cx + 78, cy + 98), fill=skin)
+    hair = tuple(int(c * 0.35) for c in skin)
+    d.chord((cx - 80, cy - 104, cx + 80, cy + 20), 180, 360, fill=hair)
+    open_ = 4 + 14 * clip["expression"] * np.sin(np.pi * t) ** 2
+    for side in (-1, 1):
+        ex = cx + side * 34
+        d.ellipse((ex - 16, cy - 20, ex + 16, cy - 6), fill=(235, 235, 235))
+        d.ellipse((ex - 6, cy - 19, ex + 6, cy - 7), fill=(60, 40, 30))
+        d.line((ex - 20, cy - 34 - open_ / 2, ex + 18, cy - 32 - side * open_ / 3), fill=hair, width=5)
+    d.polygon([(cx, cy - 5), (cx - 10, cy + 25), (cx + 10, cy + 25)], fill=tuple(int(c * 0.85) for c in skin))
+    d.ellipse((cx - 30, cy + 45 - open_ / 3, cx + 30, cy + 50 + open_), fill=(150, 60, 60))
+    arr = np.asarray(im.filter(ImageFilter.GaussianBlur(1.0)), dtype=np.int16)
+    oy, ox = rng.integers(0, 32, size=2)
+    arr = arr + clip["grain"][oy: oy + 224, ox: ox + 224]
+    return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+
+
+def make_tree(root: Path, clips: int, seed: int = 0) -> Dict[str, Any]:
+    """A DFEW-layout tree of ``clips`` clips (fold 1 train split); returns frame and byte counts."""
+    rng = np.random.default_rng(seed)
+    clip_root = root / "Clip" / "clip_224x224"
+    rows, frames, nbytes = [], 0, 0
+    yy, xx = np.mgrid[0:224, 0:224]
+    for c in range(1, clips + 1):
+        n = int(rng.integers(20, 81))
+        base = rng.uniform(40, 200, size=3)
+        background = (base[None, None] + 40 * np.sin(xx[..., None] / rng.uniform(15, 60) + yy[..., None] / 50)
+                      + rng.normal(0, 10, (224, 224, 3))).clip(0, 255).astype(np.uint8)
+        clip = dict(background=background, skin=tuple(int(v) for v in rng.uniform([150, 100, 80], [240, 190, 160])),
+                    shift=float(rng.uniform(2, 10)), expression=float(rng.uniform(0.3, 1.0)),
+                    grain=rng.normal(0, 7, (256, 256, 3)).astype(np.int16))
+        folder = clip_root / f"{c:05d}"
+        folder.mkdir(parents=True)
+        for k in range(1, n + 1):
+            path = folder / f"{k}.jpg"
+            _face_frame(rng, clip, k / n).save(path, quality=90)
+            nbytes += path.stat().st_size
+        frames += n
+        rows.append(f"{c},{int(rng.integers(1, 8))}")
+    split = root / "EmoLabel_DataSplit" / "train(single-labeled)"
+    split.mkdir(parents=True)
+    (split / "set_1.csv").write_text("video_name,label\n" + "\n".join(rows) + "\n")
+    return {"clips": clips, "frames": frames, "mean_frames_per_clip": frames / clips,
+            "mean_jpeg_kb": nbytes / frames / 1024}
+
+
+# --------------------------------------------------------------------------- the reference loader
+
+class PerFramePIL(Dataset):
+    """The reference: per-frame ``Image.open`` at full size, ``convert("RGB")``, resize, stack."""
+
+    def __init__(self, folders: List[str], num_frames: int, image_size: int = 112):
+        self.folders, self.num_frames, self.image_size = folders, num_frames, image_size
+
+    def __len__(self) -> int:
+        return len(self.folders)
+
+    def __getitem__(self, i: int) -> Dict[str, Any]:
+        from PIL import Image
+
+        folder = self.folders[i]
+        names = sorted((n for n in os.listdir(folder) if n.endswith(".jpg")), key=lambda n: int(n[:-4]))
+        idx = eval_indices(len(names), self.num_frames)
+        frames = []
+        for k in idx.tolist():
+            img = Image.open(os.path.join(folder, names[k])).convert("RGB")
+            img = img.resize((self.image_size, self.image_size), Image.BILINEAR)
+            frames.append(torch.from_numpy(np.array(img)))
+        video = torch.stack(frames).permute(3, 0, 1, 2).contiguous()  # (C, T, H, W)
+        return dict(video=video, label=0, index=i, path=folder, frame_index=idx, fps=None, valid=True)
+
+
+# --------------------------------------------------------------------------- measurement
+
+def clips_per_second(dataset: Dataset, workers: int, min_seconds: float, batch_size: int = 8) -> Dict[str, float]:
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_videos,
+                        persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
+    clips, start, epochs = 0, None, 0
+    while True:
+        for batch in loader:
+            if start is None:  # the first batch pays for worker start-up: not timed
+                start = time.perf_counter()
+                continue
+            clips += batch["video"].shape[0]
+        epochs += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds and clips:
+            break
+    del loader
+    return {"clips_per_s": clips / elapsed, "clips": clips, "seconds": elapsed, "epochs": epochs}
+
+
+def machine() -> Dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "python": platform.python_version()}
+
+
+def versions() -> Dict[str, str]:
+    from PIL import features
+
+    out = {}
+    for name in ("rdfer", "torch", "torchvision", "pillow", "numpy", "av"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "-"
+    out["libjpeg-turbo"] = str(features.version_feature("libjpeg_turbo") or "no")
+    return out
+
+
+def to_markdown(res: Dict[str, Any]) -> str:
+    m, t = res["machine"], res["tree"]
+    lines = [
+        "# Video loading throughput",
+        "",
+        f"- command: `{res['command']}`",
+        f"- date: {res['date']}",
+        f"- machine: {m['cpu']}, {m['cores']} cores, torch threads {m['torch_threads']}, 1-min load average "
+        f"{res['load_before'][0]:.2f} at start, {res['load_after'][0]:.2f} at end (the machine is shared: "
+        f"timings are indicative); whole run {res['total_seconds']:.0f} s",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()),
+        f"- data: {t['clips']} generated DFEW-layout clips, {t['mean_frames_per_clip']:.1f} frames per clip on "
+        f"average (20-80), 224x224 JPEG frames of {t['mean_jpeg_kb']:.1f} KB on average, in the page cache",
+        f"- pack: `pack_dataset(num_frames={res['pack']['num_frames']}, image_size=112)` took "
+        f"{res['pack']['seconds']:.1f} s ({res['pack']['clips_per_s']:.1f} clips/s, single process), "
+        f"{res['pack']['mb']:.1f} MB on disk ({res['pack']['mb'] / t['clips']:.2f} MB per clip)",
+        f"- each cell: clips/s of a DataLoader (batch 8) over all clips, uint8 (3, T, 112, 112) videos, "
+        f"epochs repeated for at least {res['min_seconds']} s, first batch not timed",
+        "",
+        "| T | DataLoader workers | (a) per-frame PIL (clips/s) | (b) rdfer folder loader (clips/s) | "
+        "(c) rdfer packed (clips/s) | (b) / (a) | (c) / (a) | goals: (b) >= 3x, (c) >= 10x |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in res["rows"]:
+        a, b, c = (row[k]["clips_per_s"] for k in ("baseline", "folder", "packed"))
+        met = f"{'met' if b / a >= GOAL_FOLDER else 'NOT met'} / {'met' if c / a >= GOAL_PACKED else 'NOT met'}"
+        lines.append(f"| {row['num_frames']} | {row['workers']} | {a:.1f} | {b:.1f} | {c:.1f} | "
+                     f"{b / a:.2f}x | {c / a:.1f}x | {met} |")
+    lines += [
+        "",
+        res["verdict"],
+        "",
+        "Reading the table:",
+        "",
+        "- (b) vs (a): the folder loader decodes each JPEG at the reduced DCT scale (no full-size IDCT, no "
+        "resize) and each distinct frame once (clips shorter than T repeat frames), but it still entropy-decodes "
+        "every selected frame, which is most of a JPEG's decoding time at these file sizes. Its gain grows "
+        "where clips are shorter than T (T = 64 here) and with smaller JPEG files (less entropy-coded data).",
+        "- (c) with workers: a batch travels from a worker process to the main process through shared "
+        "memory (8 x 3 x T x 112 x 112 bytes: 4.8 MB at T = 16, 19 MB at T = 64). For the packed loader "
+        "that transfer, not reading the shard, is the cost: in-process it is several times faster. On a "
+        "machine with few cores, train on packed data with `--workers 0` (or 1-2).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--clips", type=int, default=100, help="clips in the generated tree (default 100)")
+    p.add_argument("--frames", type=int, nargs="+", default=[16, 64], help="T values (default 16 64)")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers (default 0 2)")
+    p.add_argument("--min-seconds", type=float, default=3.0, help="time each cell for at least this long")
+    p.add_argument("--quick", action="store_true", help="smoke run: 12 clips, 0.5 s per cell")
+    p.add_argument("--tree", help="reuse / keep the generated tree in this folder (default: a temp folder)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for the JSON and Markdown")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.clips, args.min_seconds = 12, 0.5
+    command = "python benchmarks/dataloading.py" + "".join(f" {shlex.quote(a)}" for a in (argv or sys.argv[1:]))
+    t0 = time.perf_counter()
+    load_before = os.getloadavg()
+    work = Path(args.tree) if args.tree else Path(tempfile.mkdtemp(prefix="rdfer_dataloading_"))
+    try:
+        root = work / "DFEW"
+        if not (root / "EmoLabel_DataSplit").exists():
+            print(f"generating {args.clips} clips in {root} ...", flush=True)
+            tree = make_tree(root, args.clips)
+            (work / "tree.json").write_text(json.dumps(tree))
+        tree = json.loads((work / "tree.json").read_text())
+        pack_frames = max(args.frames)
+        source = DFEW(root, 1, "train", num_frames=pack_frames, image_size=112, train=False)
+        pack_dir = work / f"pack_{pack_frames}"
+        shutil.rmtree(pack_dir, ignore_errors=True)
+        tp = time.perf_counter()
+        pack_dataset(source, pack_dir, num_frames=pack_frames, image_size=112, progress=False)
+        pack_s = time.perf_counter() - tp
+        pack = {"num_frames": pack_frames, "seconds": pack_s, "clips_per_s": len(source) / pack_s,
+                "mb": sum(f.stat().st_size for f in pack_dir.iterdir()) / 2**20}
+        folders = [path for path, _ in source.samples]
+        rows = []
+        for t in args.frames:
+            loaders = {
+                "baseline": PerFramePIL(folders, t),
+                "folder": DFEW(root, 1, "train", num_frames=t, image_size=112, train=False),
+                "packed": PackedDataset(pack_dir, num_frames=t, train=False),
+            }
+            for w in args.workers:
+                row: Dict[str, Any] = {"num_frames": t, "workers": w}
+                for name, ds in loaders.items():
+                    row[name] = clips_per_second(ds, w, args.min_seconds)
+                    print(f"T={t:3d} workers={w} {name:>8}: {row[name]['clips_per_s']:8.1f} clips/s", flush=True)
+                rows.append(row)
+    finally:
+        if not args.tree:
+            shutil.rmtree(work, ignore_errors=True)
+    ratios_b = [r["folder"]["clips_per_s"] / r["baseline"]["clips_per_s"] for r in rows]
+    ratios_c = [r["packed"]["clips_per_s"] / r["baseline"]["clips_per_s"] for r in rows]
+    def tally(ratios, goal):
+        met = sum(r >= goal for r in ratios)
+        return f"met in {met} of {len(ratios)} cells ({min(ratios):.2f}x-{max(ratios):.2f}x)"
+
+    verdict = (f"Goals: (b) >= {GOAL_FOLDER:.0f}x (a): {tally(ratios_b, GOAL_FOLDER)}; "
+               f"(c) >= {GOAL_PACKED:.0f}x (a): {tally(ratios_c, GOAL_PACKED)}.")
+    res = {
+        "command": command,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(),
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+        "tree": tree,
+        "pack": pack,
+        "min_seconds": args.min_seconds,
+        "rows": rows,
+        "goals": {"folder_vs_baseline": GOAL_FOLDER, "packed_vs_baseline": GOAL_PACKED},
+        "verdict": verdict,
+        "total_seconds": time.perf_counter() - t0,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dataloading.json").write_text(json.dumps(res, indent=2) + "\n")
+    md = to_markdown(res)
+    (out / "dataloading.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""Fast frame decoding for frame folders (JPEG/PNG/BMP) and video files (PyAV).
+
+Only the frames a dataset item needs are decoded, and each of them straight to the target size:
+
+* **Frame folders**: frames are listed in *numeric* order (``2.jpg`` before ``10.jpg``; any digits
+  in the stem, e.g. ``frame_00012.jpg``). JPEGs are decoded with ``Image.draft`` at a reduced DCT
+  scale (224 px frames for 112 px are decoded at half scale, which skips most of the IDCT and the
+  resize), then converted to RGB and resized (bilinear) when the size still differs.
+* **Video files** (mp4/avi/mov/webm/mkv, or anything FFmpeg reads): decoded sequentially with
+  PyAV up to the last needed frame, keeping and resizing (in swscale) only the selected frames.
+
+Bad input never raises during training: an unreadable frame is replaced by its nearest readable
+neighbour (by source position; ties go to the earlier frame) and reported in
+:attr:`Clip.replaced`; when nothing can be read, :class:`UnreadableClip` says why.
+Frames are resized to ``size x size`` without keeping the aspect ratio: the inputs are face crops.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+__all__ = [
+    "FRAME_EXTENSIONS",
+    "BadInputWarning",
+    "UnreadableClip",
+    "Clip",
+    "list_frames",
+    "load_frame",
+    "read_frame_folder",
+    "read_video_file",
+    "read_clip",
+    "bad_input_report",
+]
+
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+PathLike = Union[str, "os.PathLike[str]"]
+# Maps the number of source frames ``n`` to the source positions to load, e.g.
+# ``lambda n: sample_indices(n, T, train)``.
+Selector = Callable[[int], torch.Tensor]
+
+
+class BadInputWarning(UserWarning):
+    """An unreadable frame was replaced, or a sample had nothing readable."""
+
+
+class UnreadableClip(Exception):
+    """Nothing of a clip could be decoded; ``str(exc)`` is the reason."""
+
+
+@dataclass
+class Clip:
+    """Decoded frames of one clip.
+
+    Attributes:
+        frames: uint8 ``(T, H, W, 3)`` RGB.
+        frame_index: int64 ``(T,)`` source positions actually loaded (a replaced frame reports
+            its replacement's position, so the index always describes the pixels).
+        num_source: frames in the source (folder listing or video stream).
+        fps: the video's average frame rate; None for frame folders or when unknown.
+        replaced: ``(bad_frame, replacement)`` pairs (file paths; ``video#frame=N`` for videos).
+        errors: ``bad_frame -> error message``.
+    """
+
+    frames: np.ndarray
+    frame_index: torch.Tensor
+    num_source: int
+    fps: Optional[float] = None
+    replaced: List[Tuple[str, str]] = field(default_factory=list)
+    errors: Dict[str, str] = field(default_factory=dict)
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def _natural_key(name: str):
+    # re.split with a group puts the digit runs at odd positions, so keys compare str with str
+    # and int with int: "frame_2.jpg" < "frame_10.jpg", and "00012" == 12.
+    parts = _DIGITS.split(name)
+    return [int(p) if i % 2 else p.lower() for i, p in enumerate(parts)], name
+
+
+def list_frames(folder: PathLike) -> List[str]:
+    """Image files of ``folder`` (:data:`FRAME_EXTENSIONS`, any case) in numeric order.
+
+    Hidden files (``.*``, e.g. macOS ``._1.jpg`` resource forks) are skipped.
+    """
+    with os.scandir(folder) as it:
+        names = [e.name for e in it
+                 if not e.name.startswith(".") and e.name.lower().endswith(FRAME_EXTENSIONS) and e.is_file()]
+    names.sort(key=_natural_key)
+    return [os.path.join(folder, n) for n in names]
+
+
+def load_frame(path: PathLike, size: int) -> np.ndarray:
+    """One image file -> uint8 ``(size, size, 3)`` RGB. Raises on an unreadable file.
+
+    ``draft`` asks libjpeg for the smallest DCT scale (1/2, 1/4, 1/8) that still gives at least
+    ``size`` pixels (a 224 px JPEG for 112 px is decoded at half scale and needs no resize); other
+    formats ignore it. Grayscale, RGBA, palette and
+    CMYK images are converted to RGB (alpha dropped).
+    """
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.draft("RGB", (size, size))
+        if im.mode != "RGB":
+            im = im.convert("RGB")
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.BILINEAR)
+        return np.asarray(im)
+
+
+def _is_fatal(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError)
+
+
+def read_frame_folder(folder: PathLike, select: Selector, size: int) -> Clip:
+    """Decode the frames ``select(n)`` of a frame folder of ``n`` frames. See :class:`Clip`.
+
+    Each distinct frame is decoded once (short clips sampled to more frames repeat frames).
+    Raises :class:`UnreadableClip` when the folder has no frames or none can be decoded.
+    """
+    files = list_frames(folder)
+    n = len(files)
+    if n == 0:
+        raise UnreadableClip(f"no frames ({'/'.join(e[1:] for e in FRAME_EXTENSIONS)}) in the folder")
+    wanted = [int(k) for k in select(n).tolist()]
+    cache: Dict[int, Optional[np.ndarray]] = {}
+    errors: Dict[str, str] = {}
+
+    def get(k: int) -> Optional[np.ndarray]:
+        if k not in cache:
+            try:
+                cache[k] = load_frame(files[k], size)
+            except Exception as exc:  # any decoder failure: corrupt, truncated, not an image
+                if _is_fatal(exc):
+                    raise
+                cache[k] = None
+                errors[files[k]] = f"{type(exc).__name__}: {exc}"
+        return cache[k]
+
+    def nearest(k: int) -> Optional[int]:
+        for d in range(1, n):
+            for j in (k - d, k + d):
+                if 0 <= j < n and get(j) is not None:
+                    return j
+        return None
+
+    out = np.empty((len(wanted), size, size, 3), dtype=np.uint8)
+    loaded: List[int] = []
+    replaced: List[Tuple[str, str]] = []
+    for t, k in enumerate(wanted):
+        j = k if get(k) is not None else nearest(k)
+        if j is None:
+            first = next(iter(errors.values()), "unknown error")
+            raise UnreadableClip(f"none of the {n} frames could be decoded (e.g. {first})")
+        if j != k and (files[k], files[j]) not in replaced:
+            replaced.append((files[k], files[j]))
+        out[t] = cache[j]
+        loaded.append(j)
+    bad = {b for b, _ in replaced}
+    return Clip(out, torch.tensor(loaded, dtype=torch.long), n, None, replaced,
+                {k: v for k, v in errors.items() if k in bad})
+
+
+def _fps(stream) -> Optional[float]:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else None
+
+
+def _open_video(path: str):
+    import av
+
+    try:
+        container = av.open(path)
+    except Exception as exc:
+        if _is_fatal(exc):
+            raise
+        raise UnreadableClip(f"cannot open the video: {type(exc).__name__}: {exc}") from None
+    if not container.streams.video:
+        container.close()
+        raise UnreadableClip("no video stream in the file")
+    return container, container.streams.video[0]
+
+
+def _to_rgb(frame, size: int) -> np.ndarray:
+    return frame.to_ndarray(format="rgb24", width=size, height=size, interpolation="BILINEAR")
+
+
+def _decode_selected(container, stream, wanted: Sequence[int], size: int):
+    """One sequential pass up to ``max(wanted)``: ``(kept {pos: array}, decoded, error or None)``.
+
+    When the stream ends or breaks before the last wanted frame, the last decoded frame is kept
+    too, as the replacement for the missing tail.
+    """
+    want = set(wanted)
+    last = max(wanted)
+    kept: Dict[int, np.ndarray] = {}
+    decoded, error, prev = 0, None, None
+    try:
+        for frame in container.decode(stream):
+            if decoded in want:
+                kept[decoded] = _to_rgb(frame, size)
+            prev = frame
+            decoded += 1
+            if decoded > last:
+                break
+    except Exception as exc:  # a broken packet mid-stream: what came before is kept
+        if _is_fatal(exc):
+            raise
+        error = f"{type(exc).__name__}: {exc}"
+    if decoded <= last and prev is not None and (decoded - 1) not in kept:
+        kept[decoded - 1] = _to_rgb(prev, size)
+    return kept, decoded, error
+
+
+def read_video_file(path: PathLike, select: Selector, size: int) -> Clip:
+    """Decode the frames ``select(n)`` of a video file with ``n`` frames. See :class:`Clip`.
+
+    ``n`` is the stream's frame count (or its packet count when the container has none); when the
+    stream ends earlier than that metadata says, the frames are re-selected from the true count.
+    Frames after a decoding error are replaced by the nearest decoded frame and reported.
+    Raises :class:`UnreadableClip` when the file cannot be opened or has no decodable frame.
+    """
+    path = str(path)
+    count: Optional[int] = None
+    for attempt in range(3):
+        container, stream = _open_video(path)
+        with container:
+            fps = _fps(stream)
+            if count is None:
+                count = int(stream.frames or 0)
+                if count <= 0:  # no frame count in the container (webm, mkv): count packets
+                    try:
+                        count = sum(1 for p in container.demux(stream) if p.size)
+                    except Exception as exc:
+                        if _is_fatal(exc):
+                            raise
+                        raise UnreadableClip(f"cannot read the video: {type(exc).__name__}: {exc}") from None
+                    if count <= 0:
+                        raise UnreadableClip("the video has no frames")
+                    continue  # decode from the start in a fresh container
+            wanted = [int(k) for k in select(count).tolist()]
+            kept, decoded, error = _decode_selected(container, stream, wanted, size)
+        if decoded == 0:
+            raise UnreadableClip(f"no frame could be decoded ({error or 'empty stream'})")
+        if error is None and decoded <= max(wanted) and decoded != count and attempt < 2:
+            count = decoded  # the metadata over-counted: select again among the frames that exist
+            continue
+        break
+    replaced: List[Tuple[str, str]] = []
+    errors: Dict[str, str] = {}
+    good = sorted(kept)
+    out = np.empty((len(wanted), size, size, 3), dtype=np.uint8)
+    loaded: List[int] = []
+    for t, k in enumerate(wanted):
+        j = k if k in kept else min(good, key=lambda g: (abs(g - k), g))
+        if j != k:
+            pair = (f"{path}#frame={k}", f"{path}#frame={j}")
+            if pair not in replaced:
+                replaced.append(pair)
+                errors[pair[0]] = error or "frame missing from the stream"
+        out[t] = kept[j]
+        loaded.append(j)
+    return Clip(out, torch.tensor(loaded, dtype=torch.long), count, fps, replaced, errors)
+
+
+def read_clip(path: PathLike, select: Selector, size: int) -> Clip:
+    """A frame folder or a video file -> :class:`Clip` of ``select(n)`` frames of ``size`` px.
+
+    Raises :class:`UnreadableClip` (never a decoder error) when nothing can be read.
+    """
+    if os.path.isdir(path):
+        return read_frame_folder(path, select, size)
+    if not os.path.exists(path):
+        raise UnreadableClip("no such file or folder")
+    return read_video_file(path, select, size)
+
+
+def bad_input_report(bad_samples: Dict[str, str], replaced_frames: Dict[str, List[Tuple[str, str]]]) -> str:
+    """Human-readable lines for a dataset's bad-input record ('' when nothing was bad)."""
+    lines: List[str] = []
+    if bad_samples:
+        lines.append(f"{len(bad_samples)} unreadable sample(s), returned with valid=False:")
+        lines += [f"  {path}: {why}" for path, why in sorted(bad_samples.items())]
+    n = sum(len(pairs) for pairs in replaced_frames.values())
+    if n:
+        lines.append(f"{n} unreadable frame(s) replaced by their nearest readable neighbour:")
+        for _, pairs in sorted(replaced_frames.items()):
+            lines += [f"  {bad} -> {good}" for bad, good in pairs]
+    return "\n".join(lines)

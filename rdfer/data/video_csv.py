@@ -1,0 +1,217 @@
+"""Datasets of ``(path, label)`` samples, where a path is a frame folder or a video file.
+
+:class:`VideoListDataset` turns such a list into the rdfer item format and keeps the bad-input
+record; :class:`VideoCSV` reads the list from a CSV of your own videos. DFEW and FERV39K are
+:class:`VideoListDataset` subclasses that only parse their split files.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .decode import BadInputWarning, Clip, Selector, UnreadableClip, bad_input_report, read_clip
+from .emotions import EMOTIONS
+from .sampling import sample_indices
+
+__all__ = ["VideoListDataset", "VideoCSV", "read_csv_rows"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class VideoListDataset(Dataset):
+    """Videos given as ``(path, label)`` pairs -> rdfer items.
+
+    ``dataset[i]`` is a dict: ``video`` uint8 ``(3, T, S, S)`` (``T = num_frames``,
+    ``S = image_size``), ``label`` int, ``index`` ``i``, ``path`` str, ``frame_index`` int64
+    ``(T,)`` (0-based positions in the numerically sorted frame list or the decoded stream),
+    ``fps`` (float or None) and ``valid``. Frames are picked with
+    :func:`~rdfer.data.sample_indices` (training: jittered segments; eval: uniform, centred).
+
+    Bad input: an unreadable frame is replaced by its nearest readable neighbour, recorded in
+    ``replaced_frames`` (``path -> [(bad_frame, replacement)]``) and warned about once; a sample
+    with nothing readable comes back with ``valid=False`` and a zero video, recorded in
+    ``bad_samples`` (``path -> reason``). :meth:`bad_sample_report` lists both. With DataLoader
+    workers each worker keeps its own record; the training engine collects invalid samples from
+    the batches' ``valid`` flags.
+
+    Args:
+        samples: ``(path, label)`` pairs, labels in ``0..len(classes)-1``.
+        classes: class names.
+        num_frames: ``T``, frames per item.
+        image_size: ``S``, frame side after resizing.
+        train: jittered (True) or centred (False) frame sampling.
+    """
+
+    def __init__(self, samples: Sequence[Tuple[str, int]], classes: Sequence[str], num_frames: int = 64,
+                 image_size: int = 112, train: bool = False):
+        if num_frames < 1 or image_size < 1:
+            raise ValueError(f"num_frames and image_size must be >= 1, got {num_frames}, {image_size}")
+        self.samples: List[Tuple[str, int]] = [(str(p), int(y)) for p, y in samples]
+        self.labels: List[int] = [y for _, y in self.samples]
+        self.classes: List[str] = list(classes)
+        self.num_frames = int(num_frames)
+        self.image_size = int(image_size)
+        self.train = bool(train)
+        self.bad_samples: Dict[str, str] = {}
+        self.replaced_frames: Dict[str, List[Tuple[str, str]]] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def read_clip(self, index: int, select: Selector, size: Optional[int] = None) -> Optional[Clip]:
+        """Decode the frames ``select(n)`` of sample ``index`` at ``size`` px (default
+        ``image_size``), recording bad input; None when nothing could be read."""
+        path = self.samples[index][0]
+        try:
+            clip = read_clip(path, select, size or self.image_size)
+        except UnreadableClip as exc:
+            if path not in self.bad_samples:
+                self.bad_samples[path] = str(exc)
+                warnings.warn(f"{path}: unreadable sample ({exc}); returned with valid=False", BadInputWarning,
+                              stacklevel=3)
+            return None
+        if clip.replaced:
+            seen = self.replaced_frames.setdefault(path, [])
+            for bad, good in clip.replaced:
+                if (bad, good) not in seen:
+                    seen.append((bad, good))
+                    warnings.warn(f"{bad}: unreadable frame ({clip.errors.get(bad, 'error')}); replaced by {good}",
+                                  BadInputWarning, stacklevel=3)
+        return clip
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        index = int(index)
+        if not 0 <= index < len(self.samples):
+            raise IndexError(f"index {index} out of range for {len(self.samples)} samples")
+        path, label = self.samples[index]
+        t, s = self.num_frames, self.image_size
+        clip = self.read_clip(index, lambda n: sample_indices(n, t, self.train))
+        if clip is None:
+            video = torch.zeros((3, t, s, s), dtype=torch.uint8)
+            return dict(video=video, label=label, index=index, path=path,
+                        frame_index=torch.zeros(t, dtype=torch.long), fps=None, valid=False)
+        # (T, H, W, C) -> contiguous (C, T, H, W); numpy's transposing copy is 2-3x faster than torch's
+        # for uint8 (and DataLoader workers run torch with one thread).
+        video = torch.from_numpy(np.ascontiguousarray(clip.frames.transpose(3, 0, 1, 2)))
+        return dict(video=video, label=label, index=index, path=path, frame_index=clip.frame_index,
+                    fps=clip.fps, valid=True)
+
+    def bad_sample_report(self) -> str:
+        """Human-readable list of unreadable samples and replaced frames ('' when none)."""
+        return bad_input_report(self.bad_samples, self.replaced_frames)
+
+    def extra_repr(self) -> str:
+        return (f"{len(self)} videos, {len(self.classes)} classes, num_frames={self.num_frames}, "
+                f"image_size={self.image_size}, train={self.train}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def read_csv_rows(csv_path: PathLike, required: Sequence[str]) -> Iterator[Tuple[int, Dict[str, str]]]:
+    """Rows of a CSV with a header: ``(row number, {column: value})``, blank rows skipped.
+
+    Column names are matched case-insensitively and stripped; the row number is the 1-based
+    line in the file (the header is row 1). Raises ValueError naming the file when a required
+    column is missing.
+    """
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte order mark
+        reader = csv.reader(f)
+        header: Optional[List[str]] = None
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            if header is None:
+                header = [c.strip().lower() for c in row]
+                missing = [c for c in required if c not in header]
+                if missing:
+                    raise ValueError(f"{csv_path}, row {reader.line_num}: missing column(s) {missing}; "
+                                     f"the header must contain {list(required)}, found {header}")
+                continue
+            if len(row) < len(header):
+                row = row + [""] * (len(header) - len(row))
+            yield reader.line_num, {k: v.strip() for k, v in zip(header, row)}
+    if header is None:
+        raise ValueError(f"{csv_path}, row 1: empty file; expected a header with {list(required)}")
+
+
+def _as_int(text: str) -> Optional[int]:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+class VideoCSV(VideoListDataset):
+    """Your own videos listed in a CSV: a header with ``path`` and ``label`` (other columns are
+    ignored), one video per row.
+
+    ``path`` is a frame folder (``*.jpg|jpeg|png|bmp``, numeric order) or a video file
+    (mp4/avi/mov/webm/mkv or anything else FFmpeg reads, decoded with PyAV); relative paths are
+    resolved against the CSV's folder. The videos should be face crops (frames are resized to
+    ``image_size`` square without keeping the aspect ratio).
+
+    Labels and class names, in this order of rules:
+
+    1. ``classes`` given (e.g. the training set's classes for the test CSV): a label is a class
+       name (case-insensitive) or an integer index into ``classes``; anything else is an error.
+    2. Every label is one of :data:`~rdfer.EMOTIONS` (case-insensitive): the classes are the 7
+       EMOTIONS in their order, so models stay compatible with DFEW-trained ones.
+    3. Every label is an integer ``k >= 0``: the classes are ``"0" .. "max"`` and ``k`` is the class.
+    4. Otherwise the classes are the sorted unique label strings.
+
+    Errors at construction name the CSV and row: missing column, unknown label, missing file or
+    folder, no rows. Items: see :class:`VideoListDataset`.
+    """
+
+    def __init__(self, csv_path: PathLike, num_frames: int = 64, image_size: int = 112, train: bool = False,
+                 classes: Optional[Sequence[str]] = None):
+        csv_path = Path(csv_path)
+        if not csv_path.is_file():
+            raise FileNotFoundError(f"CSV not found: {csv_path}")
+        base = csv_path.parent
+        rows: List[Tuple[int, str, str]] = []
+        for row_no, row in read_csv_rows(csv_path, ("path", "label")):
+            if not row["path"]:
+                raise ValueError(f"{csv_path}, row {row_no}: empty path")
+            if not row["label"]:
+                raise ValueError(f"{csv_path}, row {row_no}: empty label")
+            path = Path(row["path"]).expanduser()
+            path = path if path.is_absolute() else base / path
+            if not path.exists():
+                raise FileNotFoundError(f"{csv_path}, row {row_no}: {path} does not exist "
+                                        "(relative paths are resolved against the CSV's folder)")
+            rows.append((row_no, str(path), row["label"]))
+        if not rows:
+            raise ValueError(f"{csv_path}: empty split (no rows after the header)")
+        names = [label for _, _, label in rows]
+        if classes is None:
+            ints = [_as_int(x) for x in names]
+            if all(x.lower() in EMOTIONS for x in names):
+                classes = list(EMOTIONS)
+            elif all(i is not None and i >= 0 for i in ints):
+                classes = [str(k) for k in range(max(ints) + 1)]  # type: ignore[type-var]
+            else:
+                classes = sorted(set(names))
+        classes = [str(c) for c in classes]
+        lookup = {c.lower(): k for k, c in enumerate(classes)}
+        samples: List[Tuple[str, int]] = []
+        for row_no, path, label in rows:
+            k = lookup.get(label.lower())
+            if k is None:
+                i = _as_int(label)
+                if i is None or not 0 <= i < len(classes):
+                    raise ValueError(f"{csv_path}, row {row_no}: unknown label {label!r}; classes are {classes} "
+                                     f"(or integer indices 0..{len(classes) - 1})")
+                k = i
+            samples.append((path, k))
+        self.csv_path = str(csv_path)
+        super().__init__(samples, classes, num_frames, image_size, train)
