@@ -49,7 +49,8 @@ def base_config(quick: bool, out: Path) -> TrainConfig:
         return TrainConfig(dataset="synthetic", synthetic_train=48, synthetic_test=24, num_frames=8, image_size=32,
                            model="rdfer_small", epochs=2, warmup_epochs=1, batch_size=16, lr=2e-3, min_lr=2e-5,
                            workers=0, augment=False, device="cpu", progress=False, out=str(out))
-    return TrainConfig(dataset="synthetic", synthetic_train=1200, synthetic_test=600, num_frames=16, image_size=32,
+    # Sized so the whole grid (42 runs) fits in about half an hour of a 2-core CPU.
+    return TrainConfig(dataset="synthetic", synthetic_train=720, synthetic_test=360, num_frames=16, image_size=32,
                        model="rdfer_small", epochs=12, warmup_epochs=3, batch_size=32, lr=2e-3, min_lr=2e-5,
                        workers=0, augment=False, device="cpu", progress=False, out=str(out))
 
@@ -203,13 +204,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few-second smoke run (2 strategies, 1 setting, tiny data)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="where the result files go")
-    parser.add_argument("--work", default=None, help="folder for the training runs (default: <out>/noise_runs)")
+    parser.add_argument("--work", default=str(ROOT / "runs" / "noise_robustness"),
+                        help="folder for the training runs (checkpoints, logs; default runs/noise_robustness)")
     parser.add_argument("--seeds-at-40", type=int, default=3, help="seeds for the 40%% symmetric setting")
     parser.add_argument("--strategies", nargs="*", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(args.out)
-    work = Path(args.work) if args.work else out / "noise_runs"
+    work = Path(args.work)
     strategies = args.strategies or (["ce", "agreement"] if args.quick else STRATEGIES)
     settings = [("symmetric", 0.4)] if args.quick else NOISE_SETTINGS
     rows: List[Dict[str, Any]] = []
@@ -228,7 +230,7 @@ def main(argv=None) -> int:
     summary = summarise(rows)
     base = base_config(args.quick, work)
     meta = {
-        "command": "python benchmarks/noise_robustness.py" + (" --quick" if args.quick else ""),
+        "command": "python benchmarks/noise_robustness.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "torch": torch.__version__, "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "seconds": time.time() - t0,

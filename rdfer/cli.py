@@ -64,7 +64,7 @@ def _add_train(sub) -> None:
         help="train and evaluate an RDFER model (paper recipe by default)",
         description="Train an RDFER model and evaluate its last epoch on the test split. Defaults follow "
         "the paper: AdamW lr 7e-4 (min 7e-6), weight decay 0.05, cosine schedule with 10 warm-up epochs, "
-        "100 epochs, batch 128, label smoothing 0.1, hard 20%% x1.5, noisy 10%% x0, agreement loss from the "
+        "100 epochs, batch 128, label smoothing 0.1, hard 20% x1.5, noisy 10% x0, agreement loss from the "
         "end of the warm-up. Options may also come from --config FILE.yaml (same names, dashes or "
         "underscores); flags on the command line override the file.",
         argument_default=argparse.SUPPRESS,

@@ -1,0 +1,63 @@
+"""The --quick variants of the noise-robustness and learnability benchmarks run end to end and
+write self-consistent result files (the scalability benchmark is covered in test_flops.py)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import REPO
+
+
+def _run(script, tmp_path, *extra):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--quick", "--out", str(tmp_path), *extra],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_noise_robustness_quick(tmp_path):
+    proc = _run("noise_robustness.py", tmp_path, "--work", str(tmp_path / "runs"))
+    result = json.loads((tmp_path / "noise_robustness_quick.json").read_text())
+    assert "--quick" in result["meta"]["command"] and result["meta"]["machine"]
+    runs = {r["strategy"]: r for r in result["runs"]}
+    assert set(runs) == {"ce", "agreement"}
+    for r in runs.values():
+        assert r["noise"] == "symmetric" and r["noise_rate"] == 0.4
+        assert 0 <= r["war"] <= 1 and 0 <= r["uar"] <= 1
+        assert 0 <= r["window_iou_trained"] <= 1 and 0 <= r["window_iou_untrained"] <= 1
+        for key in ("noisy_vs_is_noisy", "hard_vs_is_hard"):
+            assert 0 <= r[key]["precision"] <= 1 and 0 <= r[key]["recall"] <= 1
+    # CE flags nothing; the agreement loss flags exactly the configured shares of the 48 videos
+    # (2 epochs, warm-up 1: the flags of the last epoch were computed after epoch 1).
+    assert runs["ce"]["noisy_vs_is_noisy"]["flagged"] == runs["ce"]["hard_vs_is_hard"]["flagged"] == 0
+    assert runs["agreement"]["hard_vs_is_hard"]["flagged"] == round(0.2 * 48)
+    assert runs["agreement"]["noisy_vs_is_noisy"]["flagged"] == round(0.1 * 48)
+    assert "table_v" in runs["agreement"] and "table_v" not in runs["ce"]
+    md = (tmp_path / "noise_robustness_quick.md").read_text()
+    assert "| noise | strategy |" in md and "Table V" in md and md in proc.stdout
+    with Image.open(tmp_path / "noise_robustness_quick.png") as img:
+        assert img.format == "PNG"
+
+
+def test_synthetic_learnability_quick(tmp_path):
+    proc = _run("synthetic_learnability.py", tmp_path)
+    result = json.loads((tmp_path / "synthetic_learnability_quick.json").read_text())
+    assert list(result["results"]) == ["one random frame", "whole video", "key window"]
+    for r in result["results"].values():
+        assert 0 <= r["war"] <= 1 and r["seconds"] > 0
+    assert "| key window |" in proc.stdout
+
+
+def test_key_window_view_reads_inside_the_window():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import torch
+    from synthetic_learnability import view
+
+    video = torch.arange(10, dtype=torch.uint8).view(1, 1, 10, 1, 1).expand(1, 1, 10, 2, 2).contiguous()
+    frames = view(video, torch.tensor([[2, 7]]), "key window", torch.Generator())
+    assert frames[0, 0, :, 0, 0].tolist() == pytest.approx(torch.linspace(2, 6, 10).tolist())
+    single = view(video, torch.tensor([[2, 7]]), "one random frame", torch.Generator().manual_seed(0))
+    assert single[0, 0, :, 0, 0].unique().numel() == 1
