@@ -97,12 +97,12 @@ def _add_train(sub) -> None:
     l.add_argument("--class-weighted", action="store_true", help="class-weighted CE (inverse frequency)")
     l.add_argument("--balanced-sampler", action="store_true", help="class-balanced sampling (single process)")
     r = p.add_argument_group("recipe")
-    r.add_argument("--epochs", type=int)
-    r.add_argument("--warmup-epochs", type=int)
+    r.add_argument("--epochs", type=int, help="training epochs (100)")
+    r.add_argument("--warmup-epochs", type=int, help="linear warm-up epochs; the agreement loss starts after them (10)")
     r.add_argument("--accum-steps", type=int, help="gradient accumulation steps")
-    r.add_argument("--lr", type=float)
-    r.add_argument("--min-lr", type=float)
-    r.add_argument("--weight-decay", type=float)
+    r.add_argument("--lr", type=float, help="AdamW peak learning rate (7e-4)")
+    r.add_argument("--min-lr", type=float, help="end of the cosine schedule (7e-6)")
+    r.add_argument("--weight-decay", type=float, help="AdamW weight decay (0.05)")
     r.add_argument("--grad-clip", type=float, help="clip the gradient norm")
     r.add_argument("--no-augment", dest="augment", action="store_false", help="no data augmentation")
     r.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
@@ -267,7 +267,7 @@ def _cmd_analyze(args) -> int:
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
     p.add_argument("--checkpoint", required=True, help="model.safetensors or a run folder")
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="onnx (default) or torchscript")
     p.add_argument("--output", help="output file (default: model.onnx / model.pt next to the checkpoint)")
     p.add_argument("--num-frames", type=int, help="T of the exported input (default: as trained)")
     p.add_argument("--image-size", type=int, help="frame size of the exported input (default: as trained)")
@@ -311,9 +311,9 @@ def _cmd_demo(args) -> int:
 def _add_synth_preview(sub) -> None:
     p = sub.add_parser("synth-preview", help="save a PNG grid (expressions x time) of the built-in synthetic videos")
     p.add_argument("--out", default="synthetic_preview.png", help="PNG file to write")
-    p.add_argument("--image-size", type=int, default=48)
-    p.add_argument("--num-frames", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=48, help="frame side in pixels (default 48)")
+    p.add_argument("--num-frames", type=int, default=16, help="frames per video (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     p.add_argument("--hard", action="store_true", help="show hard videos (low intensity, blends, distractors)")
     p.set_defaults(func=_cmd_synth_preview)
 
@@ -341,7 +341,7 @@ def _add_predict(sub) -> None:
     p.add_argument("--no-detect", action="store_true", help="the videos are already cropped to the face")
     p.add_argument("--detect-stride", type=int, default=1, help="detect on every n-th frame, interpolate the rest")
     p.add_argument("--json", action="store_true", help="print one JSON object per video")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.set_defaults(func=_cmd_predict)
 
 

@@ -102,9 +102,32 @@ def test_export_matches_pytorch(trained_run, tmp_path, fmt):
     if fmt == "onnx":
         ort = pytest.importorskip("onnxruntime")
         session = ort.InferenceSession(str(tmp_path / "m.onnx"))
-        got = session.run(None, {"video": video.numpy()})
-        assert np.allclose(got[0], ref.logits.numpy(), atol=1e-4) and np.allclose(got[1], ref.clip_logits.numpy(), atol=1e-4)
+        got = [torch.from_numpy(g) for g in session.run(None, {"video": video.numpy()})]
+        atol = 1e-4
     else:
-        traced = torch.jit.load(str(tmp_path / "m.pt"))
-        got = traced(video)
-        assert torch.allclose(got[0], ref.logits, atol=1e-5) and torch.allclose(got[1], ref.clip_logits, atol=1e-5)
+        got = list(torch.jit.load(str(tmp_path / "m.pt"))(video))
+        atol = 1e-5
+    # Every output field, in RDFEROutput's order: logits, clip_logits, mu, delta, features, positions.
+    assert len(got) == len(ref) == 6
+    for name, g, r in zip(type(ref)._fields, got, ref):
+        assert g.shape == r.shape and torch.allclose(g, r, atol=atol), name
+
+
+def test_predict_with_a_pluggable_detector_reports_faceless_frames(trained_run, tmp_path):
+    # A detector that "finds" a face on the first 12 of 20 frames only: the video is still
+    # predicted from the crops, the last 8 frames are reported without a face (boxes filled in).
+    out, _ = trained_run
+    frames = [np.full((48, 64, 3), 60 + 5 * i, np.uint8) for i in range(20)]
+    for i, f in enumerate(frames):
+        f[0, 0] = i  # the frame number, so the detector knows where it is
+    write_mp4(tmp_path / "clip.mp4", frames, fps=10)
+    seen = []
+
+    def detector(rgb):
+        seen.append(rgb.shape)
+        return (8.0, 4.0, 40.0, 36.0) if len(seen) <= 12 else None
+
+    res = predict_video(tmp_path / "clip.mp4", rdfer.load_model(out), detector=detector)
+    assert len(seen) == 20 and seen[0] == (48, 64, 3)
+    assert res.status == "ok" and res.emotion in rdfer.EMOTIONS
+    assert res.frames_without_face == list(range(12, 20)) and "without a face" in res.message
