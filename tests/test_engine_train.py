@@ -124,3 +124,31 @@ def test_help_is_complete():
         assert not undocumented, (name, undocumented)
     proc = subprocess.run([sys.executable, "-m", "rdfer", "--help"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0 and "usage: rdfer" in proc.stdout
+
+
+def test_unreadable_videos_are_excluded_counted_and_listed(tmp_path):
+    # A CSV dataset with one garbage file in train and one in test: training runs to the end,
+    # the bad videos are excluded from loss and metrics, counted per epoch and listed in
+    # bad_samples.txt. Also exercises --accum-steps and --class-weighted on a real run.
+    from data_trees import write_video
+
+    clips = tmp_path / "clips"
+    rows = []
+    for i in range(12):
+        write_video(clips / f"v{i}.mp4", 6 + i % 3, size=32)
+        rows.append(f"clips/v{i}.mp4,{rdfer.EMOTIONS[i % 3]}")
+    (clips / "garbage.mp4").write_bytes(b"not a video at all" * 10)
+    (clips / "garbage_test.mp4").write_bytes(b"\x00" * 64)
+    (tmp_path / "train.csv").write_text("path,label\n" + "\n".join(rows[:8] + ["clips/garbage.mp4,happy"]) + "\n")
+    (tmp_path / "test.csv").write_text("path,label\n" + "\n".join(rows[8:] + ["clips/garbage_test.mp4,sad"]) + "\n")
+    out = tmp_path / "run"
+    res = train(tiny_config(out, dataset="csv", train_source=str(tmp_path / "train.csv"),
+                            test_source=str(tmp_path / "test.csv"), epochs=2, batch_size=4, accum_steps=2,
+                            class_weighted=True))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["excluded_invalid"] for r in rows] == [1, 1]
+    assert res["test_last_epoch"]["num_samples"] == 4 and res["test_last_epoch"]["excluded_invalid"] == 1
+    listed = (out / "bad_samples.txt").read_text().split()
+    assert sorted(listed) == sorted(str(clips / n) for n in ("garbage.mp4", "garbage_test.mp4"))
+    assert res["bad_samples"] == 2
+    assert all(bool(torch.isfinite(v).all()) for v in load_file(str(out / "model.safetensors")).values())

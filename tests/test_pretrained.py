@@ -41,3 +41,25 @@ def test_wrapper_passes_pretrained_path_to_backbone(tmp_path):
     model = rdfer.wrap_with_rdfer("tiny_cnn", pretrained=str(tmp_path / "tiny.pt"), d_model=16, summary_dim=4)
     for k, v in src.state_dict().items():
         assert torch.equal(model.backbone.state_dict()[k], v)
+
+
+def test_pretrained_true_offline_without_cache_says_where_to_put_weights(tmp_path, monkeypatch):
+    # Offline and nothing cached: the upstream download fails; the error must say so and name
+    # the cache folder, instead of a bare URLError. The download itself is replaced, so this
+    # test never touches the network.
+    import urllib.error
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        with pytest.raises(RuntimeError) as info:
+            rdfer.create_backbone("mc3_18", pretrained=True)
+    finally:
+        torch.hub.set_dir(old)
+    message = str(info.value)
+    assert "mc3_18" in message or "MC3" in message
+    assert str(tmp_path / "hub" / "checkpoints") in message
