@@ -65,3 +65,23 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     atomic_write_text(path, "one")
     atomic_write_text(path, "two")
     assert path.read_text() == "two" and [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_atomic_writes_get_the_umask_permissions_and_leave_nothing_behind(tmp_path):
+    import os
+
+    from rdfer.engine.checkpoint import atomic_path, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "hello")
+        assert (tmp_path / "a.txt").read_text() == "hello"
+        assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+        with pytest.raises(RuntimeError):
+            with atomic_path(tmp_path / "a.txt") as tmp:
+                tmp.write_text("half")
+                raise RuntimeError("crash mid-write")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").read_text() == "hello"  # the old file survives a crash
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]  # no temporary left behind

@@ -12,17 +12,19 @@ half-written checkpoint where a complete one is expected.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Iterator, Optional, Union
 
 import torch
 import torch.nn as nn
 
 __all__ = [
+    "atomic_path",
     "atomic_write_text",
     "save_model",
     "load_model",
@@ -43,20 +45,38 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used for what was asked (other model, not rdfer, damaged)."""
 
 
-def atomic_write_text(path: PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary file beside ``path``; when the block succeeds it replaces ``path`` by a
+    rename (atomic: readers see the old file or the new one, never half of one), otherwise it is
+    removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
+        _plain_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _plain_permissions(path: PathLike, directory: bool = False) -> None:
+    # mkstemp/mkdtemp create 0600/0700 entries; give the user's files the permissions a plain
+    # open()/mkdir() would (the umask's), so shared run folders stay readable by the group.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask)
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _json_config(model: nn.Module) -> str:
@@ -84,14 +104,8 @@ def save_model(model: nn.Module, path: PathLike, extra_metadata: Optional[Dict[s
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"rdfer_config": _json_config(model), "format": "rdfer", **(extra_metadata or {})}
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
     return path
 
 
@@ -206,6 +220,7 @@ def save_training_checkpoint(run_dir: PathLike, epoch: int, model: nn.Module, st
     try:
         save_model(model, tmp / MODEL_FILE, {**(metadata or {}), "epoch": str(epoch)})
         torch.save(state, tmp / STATE_FILE)
+        _plain_permissions(tmp, directory=True)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
