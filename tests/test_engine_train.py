@@ -142,9 +142,12 @@ def test_unreadable_videos_are_excluded_counted_and_listed(tmp_path):
     (tmp_path / "train.csv").write_text("path,label\n" + "\n".join(rows[:8] + ["clips/garbage.mp4,happy"]) + "\n")
     (tmp_path / "test.csv").write_text("path,label\n" + "\n".join(rows[8:] + ["clips/garbage_test.mp4,sad"]) + "\n")
     out = tmp_path / "run"
-    res = train(tiny_config(out, dataset="csv", train_source=str(tmp_path / "train.csv"),
-                            test_source=str(tmp_path / "test.csv"), epochs=2, batch_size=4, accum_steps=2,
-                            class_weighted=True))
+    from rdfer.data.decode import BadInputWarning
+
+    with pytest.warns(BadInputWarning, match="garbage"):  # reported, not silent
+        res = train(tiny_config(out, dataset="csv", train_source=str(tmp_path / "train.csv"),
+                                test_source=str(tmp_path / "test.csv"), epochs=2, batch_size=4, accum_steps=2,
+                                class_weighted=True))
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["excluded_invalid"] for r in rows] == [1, 1]
     assert res["test_last_epoch"]["num_samples"] == 4 and res["test_last_epoch"]["excluded_invalid"] == 1
