@@ -6,6 +6,7 @@ import math
 from typing import Any, Dict, List, Sequence
 
 import torch
+from torch.utils.data import default_collate
 
 __all__ = ["collate_videos"]
 
@@ -14,7 +15,9 @@ def _as_tensor(values: List[Any]):
     first = values[0]
     if isinstance(first, torch.Tensor):
         if all(v.shape == first.shape for v in values):
-            return torch.stack(values)
+            # default_collate stacks straight into shared memory inside a DataLoader worker, which
+            # saves one copy of the whole uint8 batch on its way to the main process.
+            return default_collate(values)
         return list(values)  # e.g. frame_index of different lengths: keep per item
     if isinstance(first, bool):
         return torch.tensor(values, dtype=torch.bool)
