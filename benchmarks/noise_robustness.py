@@ -32,12 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rdfer.analysis.tables import agreement_accuracy_table, agreement_distribution_table, format_markdown_table  # noqa: E402
-from rdfer.engine.checkpoint import atomic_write_text, load_model  # noqa: E402
+from rdfer.engine.checkpoint import atomic_path, atomic_write_text, load_model  # noqa: E402
 from rdfer.engine.config import TrainConfig  # noqa: E402
 from rdfer.engine.datasets import build_datasets  # noqa: E402
 from rdfer.engine.distributed import DistInfo  # noqa: E402
 from rdfer.engine.evaluate import run_inference  # noqa: E402
-from rdfer.engine.train import batch_transform, build_model, make_loader, train  # noqa: E402
+from rdfer.engine.train import batch_transform, build_model, flag_quality, make_loader, train  # noqa: E402
 from rdfer.losses import HARD, NOISY  # noqa: E402
 
 STRATEGIES = ["ce", "bigloss_up", "bigloss_down", "hard_up", "noisy_down", "agreement", "agreement+mismatch"]
@@ -65,14 +65,9 @@ def window_iou(positions: torch.Tensor, key_windows: torch.Tensor) -> torch.Tens
 
 def flag_stats(flags: torch.Tensor, is_noisy: torch.Tensor, is_hard: torch.Tensor) -> Dict[str, Any]:
     noisy, hard = flags == NOISY, flags == HARD
-
-    def pr(flagged, truth):
-        tp = int((flagged & truth).sum())
-        return {"flagged": int(flagged.sum()), "precision": tp / max(int(flagged.sum()), 1), "recall": tp / max(int(truth.sum()), 1)}
-
     return {
-        "noisy_vs_is_noisy": pr(noisy, is_noisy),
-        "hard_vs_is_hard": pr(hard, is_hard),
+        "noisy_vs_is_noisy": flag_quality(noisy, is_noisy),
+        "hard_vs_is_hard": flag_quality(hard, is_hard),
         # Hard videos with a correct label that the strategy stops learning from.
         "clean_hard_discarded": int((noisy & is_hard & ~is_noisy).sum()),
     }
@@ -194,9 +189,8 @@ def plot(summary: List[Dict[str, Any]], path: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(".tmp_" + path.name)
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 

@@ -9,7 +9,7 @@ from typing import Any, List
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "is_main", "all_gather_objects", "barrier", "cleanup"]
+__all__ = ["DistInfo", "init_distributed", "is_main", "all_gather_objects", "all_agree", "barrier", "cleanup"]
 
 
 @dataclass
@@ -61,6 +61,19 @@ def all_gather_objects(obj: Any) -> List[Any]:
     out: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def all_agree(flag: bool) -> bool:
+    """True when ``flag`` is True in every process (one all-reduce under torchrun; ``flag`` outside).
+
+    For decisions every process must take together, such as skipping a training step: under
+    DDP one process skipping the backward pass alone hangs the others in the gradient all-reduce.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
 
 
 def barrier() -> None:

@@ -11,6 +11,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from ..losses import agreement_stats
+from .checkpoint import atomic_path
 from .distributed import all_gather_objects
 from .metrics import classification_metrics
 
@@ -160,9 +161,8 @@ def write_confusion(metrics: Dict[str, object], class_names: Sequence[str], out_
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     png = out_dir / f"{stem}.png"
-    tmp = out_dir / f".{stem}.tmp.png"
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(png)
     written.append(png)
     return written

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["confusion_matrix", "classification_metrics", "mean_std"]
+__all__ = ["confusion_matrix", "war_uar", "classification_metrics", "mean_std"]
 
 
 def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``C[i, j]`` = number of samples of true class ``i`` predicted as ``j``. LongTensor (K, K)."""
     preds, targets = preds.long().flatten().cpu(), targets.long().flatten().cpu()
     return torch.bincount(targets * num_classes + preds, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def war_uar(cm: torch.Tensor) -> Tuple[float, float]:
+    """WAR and UAR of a confusion matrix; UAR averages the classes that have samples."""
+    support = cm.sum(dim=1)
+    present = support > 0
+    recall = cm.diag().float() / support.clamp(min=1).float()
+    war = float(cm.diag().sum()) / max(int(support.sum()), 1)
+    return war, (float(recall[present].mean()) if present.any() else 0.0)
 
 
 def classification_metrics(
@@ -27,10 +36,11 @@ def classification_metrics(
     support = cm.sum(dim=1)
     recall = cm.diag().float() / support.clamp(min=1).float()
     present = support > 0
+    war, uar = war_uar(cm)
     names: List[str] = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
     return {
-        "war": float(cm.diag().sum()) / max(int(support.sum()), 1),
-        "uar": float(recall[present].mean()) if present.any() else 0.0,
+        "war": war,
+        "uar": uar,
         "per_class_recall": {names[i]: (float(recall[i]) if present[i] else None) for i in range(num_classes)},
         "confusion": cm.tolist(),
         "num_samples": int(support.sum()),

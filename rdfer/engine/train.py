@@ -17,7 +17,6 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
 
@@ -34,9 +33,9 @@ from .checkpoint import (
 )
 from .config import TrainConfig, config_to_yaml
 from .datasets import build_datasets, dataset_labels, split_validation
-from .distributed import DistInfo, barrier, init_distributed, is_main
+from .distributed import DistInfo, all_agree, barrier, init_distributed, is_main
 from .evaluate import evaluate, run_inference, write_confusion
-from .metrics import classification_metrics, confusion_matrix
+from .metrics import classification_metrics, confusion_matrix, war_uar
 
 __all__ = ["train", "build_model", "make_loader", "batch_transform", "seed_everything"]
 
@@ -281,9 +280,10 @@ def _train_one_epoch(net, model, criterion, optimizer, scheduler, loader, transf
     preds: List[torch.Tensor] = []
     labels: List[torch.Tensor] = []
     batch_hard = batch_noisy = 0
+    show_bar = cfg.progress and is_main()
     running_cm = torch.zeros(num_classes, num_classes, dtype=torch.long)  # for the progress bar only
     t0 = time.time()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and is_main()), leave=False)
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show_bar, leave=False)
     optimizer.zero_grad(set_to_none=True)
     for step, batch in enumerate(bar):
         valid = torch.as_tensor(batch["valid"], dtype=torch.bool)
@@ -293,8 +293,7 @@ def _train_one_epoch(net, model, criterion, optimizer, scheduler, loader, transf
             bad_paths.update(bad)
             excluded += len(bad)
         last_of_group = (step + 1) % cfg.accum_steps == 0 or step + 1 == len(loader)
-        # Under DDP every process must take the same branch, or the gradient all-reduce hangs.
-        if not _everywhere(bool(valid.any())):
+        if not all_agree(bool(valid.any())):  # the same branch in every process (DDP)
             continue
         video = transform(batch["video"][valid].to(device, non_blocking=True))
         target = torch.as_tensor(batch["label"])[valid].to(device)
@@ -303,7 +302,7 @@ def _train_one_epoch(net, model, criterion, optimizer, scheduler, loader, transf
         with (nullcontext() if sync else net.no_sync()), autocast():
             out = net(video)
             loss = criterion(out, target, index)
-        if not _everywhere(bool(torch.isfinite(loss))):
+        if not all_agree(bool(torch.isfinite(loss))):
             # Never step on a non-finite loss: the weights stay as they were.
             bad_steps += 1
             consecutive_bad += 1
@@ -330,15 +329,13 @@ def _train_one_epoch(net, model, criterion, optimizer, scheduler, loader, transf
         total_loss += float(loss.detach()) * n
         preds.append(out.logits.detach().argmax(1).cpu())
         labels.append(target.cpu())
-        running_cm += confusion_matrix(preds[-1], labels[-1], num_classes)
         if criterion.last_flags is not None and criterion.scope == "batch":
             batch_hard += int((criterion.last_flags == HARD).sum())
             batch_noisy += int((criterion.last_flags == NOISY).sum())
-        if is_main() and cfg.progress:
-            support = running_cm.sum(1)
-            recall = running_cm.diag()[support > 0].float() / support[support > 0]
-            bar.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}", war=f"{float(running_cm.diag().sum()) / max(seen, 1):.3f}",
-                            uar=f"{float(recall.mean()) if recall.numel() else 0.0:.3f}",
+        if show_bar:
+            running_cm += confusion_matrix(preds[-1], labels[-1], num_classes)
+            war, uar = war_uar(running_cm)
+            bar.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}", war=f"{war:.3f}", uar=f"{uar:.3f}",
                             clips_s=f"{seen / max(time.time() - t0, 1e-9):.1f}")
     elapsed = time.time() - t0
     from .distributed import all_gather_objects
@@ -412,15 +409,6 @@ def _finish(cfg, model, criterion, train_full, test_loader, val_loader, eval_tf,
             results["bad_samples"] = len(set(bad_paths) | set(preds.invalid_paths))
         atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
     return results
-
-
-def _everywhere(flag: bool) -> bool:
-    """``flag`` and the same in every process (one all-reduce under torchrun; plain outside)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    t = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
 
 
 def flag_quality(flagged: torch.Tensor, truth: torch.Tensor) -> Dict[str, float]:
