@@ -61,3 +61,16 @@ def test_key_window_view_reads_inside_the_window():
     assert frames[0, 0, :, 0, 0].tolist() == pytest.approx(torch.linspace(2, 6, 10).tolist())
     single = view(video, torch.tensor([[2, 7]]), "one random frame", torch.Generator().manual_seed(0))
     assert single[0, 0, :, 0, 0].unique().numel() == 1
+
+
+def test_dataloading_quick(tmp_path):
+    proc = _run("dataloading.py", tmp_path)
+    result = json.loads((tmp_path / "dataloading.json").read_text())
+    assert "--quick" in result["command"] and result["machine"]["cores"] >= 1
+    assert result["tree"]["clips"] == 6 and 20 <= result["tree"]["mean_frames_per_clip"] <= 80
+    (row,) = result["rows"]
+    assert (row["num_frames"], row["workers"]) == (8, 0)
+    for name in ("baseline", "folder", "folder_1thread", "packed"):
+        assert row[name]["clips_per_s"] > 0 and row[name]["clips"] >= 6 and len(row[name]["rounds"]) == 1
+    md = (tmp_path / "dataloading.md").read_text()
+    assert "| 8 | 0 |" in md and result["verdict"] in md and md in proc.stdout

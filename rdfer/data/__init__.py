@@ -13,6 +13,7 @@ from .emotions import EMOTIONS
 
 _LAZY = {
     "collate_videos": ".collate",
+    "batch_buffer": ".collate",
     "VideoBatchTransform": ".transforms",
     "normalize_video": ".transforms",
     "eval_indices": ".sampling",

@@ -48,10 +48,12 @@ class DFEW(VideoListDataset):
         num_frames: ``T`` frames per item (default 64).
         image_size: frame side after resizing (default 112).
         train: jittered frame sampling; defaults to ``split == "train"``.
+        decode_threads: threads decoding one item's frames (default: 1 in DataLoader workers,
+            else one per core up to 4); see :class:`~rdfer.data.video_csv.VideoListDataset`.
     """
 
     def __init__(self, root: Union[str, "os.PathLike[str]"], fold: int, split: str, num_frames: int = 64,
-                 image_size: int = 112, train: Optional[bool] = None):
+                 image_size: int = 112, train: Optional[bool] = None, decode_threads: Optional[int] = None):
         if split not in DFEW_SPLITS:
             raise ValueError(f"DFEW split must be one of {DFEW_SPLITS}, got {split!r}")
         if not isinstance(fold, int) or isinstance(fold, bool) or not 1 <= fold <= 5:
@@ -82,4 +84,5 @@ class DFEW(VideoListDataset):
         if not samples:
             raise ValueError(f"{csv_path}: empty split (no rows after the header)")
         self.root, self.fold, self.split, self.csv_path = str(root), fold, split, str(csv_path)
-        super().__init__(samples, EMOTIONS, num_frames, image_size, split == "train" if train is None else train)
+        super().__init__(samples, EMOTIONS, num_frames, image_size, split == "train" if train is None else train,
+                         decode_threads)

@@ -41,10 +41,12 @@ class FERV39K(VideoListDataset):
         num_frames: ``T`` frames per item (default 64).
         image_size: frame side after resizing (default 112).
         train: jittered frame sampling; defaults to ``split == "train"``.
+        decode_threads: threads decoding one item's frames (default: 1 in DataLoader workers,
+            else one per core up to 4); see :class:`~rdfer.data.video_csv.VideoListDataset`.
     """
 
     def __init__(self, root: Union[str, "os.PathLike[str]"], split: str, num_frames: int = 64,
-                 image_size: int = 112, train: Optional[bool] = None):
+                 image_size: int = 112, train: Optional[bool] = None, decode_threads: Optional[int] = None):
         if split not in FERV39K_SPLITS:
             raise ValueError(f"FERV39K split must be one of {FERV39K_SPLITS}, got {split!r}")
         root = Path(root)
@@ -76,7 +78,8 @@ class FERV39K(VideoListDataset):
         if not samples:
             raise ValueError(f"{list_path}: empty split (no clip lines)")
         self.root, self.split, self.list_path = str(root), split, str(list_path)
-        super().__init__(samples, EMOTIONS, num_frames, image_size, split == "train" if train is None else train)
+        super().__init__(samples, EMOTIONS, num_frames, image_size, split == "train" if train is None else train,
+                         decode_threads)
 
     @staticmethod
     def _label(text: str) -> Optional[int]:

@@ -25,12 +25,13 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .collate import VideoItems
 from .decode import BadInputWarning, bad_input_report
 from .sampling import eval_indices, sample_indices
 
@@ -182,7 +183,7 @@ def pack_dataset(dataset: Dataset, out_dir: PathLike, num_frames: int = 64, imag
     return out
 
 
-class PackedDataset(Dataset):
+class PackedDataset(VideoItems):
     """A pack written by :func:`pack_dataset` (``rdfer pack``): no image decoding when loading.
 
     Items have the usual format (``video`` uint8 ``(3, T, S, S)``, ``label``, ``index``, ``path``
@@ -265,19 +266,22 @@ class PackedDataset(Dataset):
             self._maps[k] = mm
         return mm
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
+    def _item(self, index: int, out: Optional[torch.Tensor] = None) -> Dict[str, Any]:
         index = int(index)
         if not 0 <= index < len(self._records):
             raise IndexError(f"index {index} out of range for {len(self._records)} samples")
         r = self._records[index]
         t, s = self.num_frames, self.image_size
+        video = torch.empty((3, t, s, s), dtype=torch.uint8) if out is None else out
         if not r["valid"]:
-            return dict(video=torch.zeros((3, t, s, s), dtype=torch.uint8), label=int(r["label"]), index=index,
-                        path=r["path"], frame_index=torch.zeros(t, dtype=torch.long), fps=r["fps"], valid=False)
+            video.zero_()
+            return dict(video=video, label=int(r["label"]), index=index, path=r["path"],
+                        frame_index=torch.zeros(t, dtype=torch.long), fps=r["fps"], valid=False)
         n = int(r["n_frames"])
         pick = sample_indices(n, t, self.train)
         stored = self._shard(r["shard"])[r["offset"]: r["offset"] + 3 * n * s * s].reshape(3, n, s, s)
-        video = torch.from_numpy(np.asarray(np.take(stored, pick.numpy(), axis=1)))  # one copy, contiguous
+        # mode="clip": the picks are in range by construction, and "raise" would gather via a temporary
+        np.take(stored, pick.numpy(), axis=1, out=video.numpy(), mode="clip")
         return dict(video=video, label=int(r["label"]), index=index, path=r["path"],
                     frame_index=self._frame_index[index][pick], fps=r["fps"], valid=True)
 

@@ -15,8 +15,9 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import get_worker_info
 
+from .collate import VideoItems
 from .decode import BadInputWarning, Clip, Selector, UnreadableClip, bad_input_report, read_clip
 from .emotions import EMOTIONS
 from .sampling import sample_indices
@@ -26,7 +27,7 @@ __all__ = ["VideoListDataset", "VideoCSV", "read_csv_rows"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class VideoListDataset(Dataset):
+class VideoListDataset(VideoItems):
     """Videos given as ``(path, label)`` pairs -> rdfer items.
 
     ``dataset[i]`` is a dict: ``video`` uint8 ``(3, T, S, S)`` (``T = num_frames``,
@@ -48,10 +49,13 @@ class VideoListDataset(Dataset):
         num_frames: ``T``, frames per item.
         image_size: ``S``, frame side after resizing.
         train: jittered (True) or centred (False) frame sampling.
+        decode_threads: threads decoding the frames of one frame-folder item. Default (None):
+            1 inside DataLoader workers (they already decode in parallel), else up to 4, one per
+            available core, so ``num_workers=0`` loading and ``rdfer pack`` use the machine too.
     """
 
     def __init__(self, samples: Sequence[Tuple[str, int]], classes: Sequence[str], num_frames: int = 64,
-                 image_size: int = 112, train: bool = False):
+                 image_size: int = 112, train: bool = False, decode_threads: Optional[int] = None):
         if num_frames < 1 or image_size < 1:
             raise ValueError(f"num_frames and image_size must be >= 1, got {num_frames}, {image_size}")
         self.samples: List[Tuple[str, int]] = [(str(p), int(y)) for p, y in samples]
@@ -60,18 +64,29 @@ class VideoListDataset(Dataset):
         self.num_frames = int(num_frames)
         self.image_size = int(image_size)
         self.train = bool(train)
+        if decode_threads is not None and decode_threads < 1:
+            raise ValueError(f"decode_threads must be >= 1 or None, got {decode_threads}")
+        self.decode_threads = decode_threads
         self.bad_samples: Dict[str, str] = {}
         self.replaced_frames: Dict[str, List[Tuple[str, str]]] = {}
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _threads(self) -> int:
+        if self.decode_threads is not None:
+            return self.decode_threads
+        if get_worker_info() is not None:
+            return 1
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(1, min(4, cores))
+
     def read_clip(self, index: int, select: Selector, size: Optional[int] = None) -> Optional[Clip]:
         """Decode the frames ``select(n)`` of sample ``index`` at ``size`` px (default
         ``image_size``), recording bad input; None when nothing could be read."""
         path = self.samples[index][0]
         try:
-            clip = read_clip(path, select, size or self.image_size)
+            clip = read_clip(path, select, size or self.image_size, self._threads())
         except UnreadableClip as exc:
             if path not in self.bad_samples:
                 self.bad_samples[path] = str(exc)
@@ -87,20 +102,21 @@ class VideoListDataset(Dataset):
                                   BadInputWarning, stacklevel=3)
         return clip
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
+    def _item(self, index: int, out: Optional[torch.Tensor] = None) -> Dict[str, Any]:
         index = int(index)
         if not 0 <= index < len(self.samples):
             raise IndexError(f"index {index} out of range for {len(self.samples)} samples")
         path, label = self.samples[index]
         t, s = self.num_frames, self.image_size
+        video = torch.empty((3, t, s, s), dtype=torch.uint8) if out is None else out
         clip = self.read_clip(index, lambda n: sample_indices(n, t, self.train))
         if clip is None:
-            video = torch.zeros((3, t, s, s), dtype=torch.uint8)
+            video.zero_()
             return dict(video=video, label=label, index=index, path=path,
                         frame_index=torch.zeros(t, dtype=torch.long), fps=None, valid=False)
-        # (T, H, W, C) -> contiguous (C, T, H, W); numpy's transposing copy is 2-3x faster than torch's
+        # (T, H, W, C) -> (C, T, H, W) in one transposing copy; numpy's is 2-3x faster than torch's
         # for uint8 (and DataLoader workers run torch with one thread).
-        video = torch.from_numpy(np.ascontiguousarray(clip.frames.transpose(3, 0, 1, 2)))
+        np.copyto(video.numpy(), clip.frames.transpose(3, 0, 1, 2))
         return dict(video=video, label=label, index=index, path=path, frame_index=clip.frame_index,
                     fps=clip.fps, valid=True)
 
@@ -173,7 +189,7 @@ class VideoCSV(VideoListDataset):
     """
 
     def __init__(self, csv_path: PathLike, num_frames: int = 64, image_size: int = 112, train: bool = False,
-                 classes: Optional[Sequence[str]] = None):
+                 classes: Optional[Sequence[str]] = None, decode_threads: Optional[int] = None):
         csv_path = Path(csv_path)
         if not csv_path.is_file():
             raise FileNotFoundError(f"CSV not found: {csv_path}")
@@ -214,4 +230,4 @@ class VideoCSV(VideoListDataset):
                 k = i
             samples.append((path, k))
         self.csv_path = str(csv_path)
-        super().__init__(samples, classes, num_frames, image_size, train)
+        super().__init__(samples, classes, num_frames, image_size, train, decode_threads)
