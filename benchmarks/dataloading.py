@@ -231,12 +231,12 @@ def to_markdown(res: Dict[str, Any]) -> str:
         "after another. (b1) is the same loader with `decode_threads=1`: the gain from the decoding "
         "path alone. In DataLoader workers every loader runs one thread per process, so the workers rows "
         "compare the decoding path alone.",
-        "- (c) with workers: a batch travels from a worker process to the main process through a fresh "
-        "shared-memory file (8 x 3 x T x 112 x 112 bytes: 4.8 MB at T = 16, 19 MB at T = 64), whose page "
-        "faults cost more than reading the shard. rdfer's datasets gather each batch straight into that "
-        "buffer (`__getitems__`) and send the small fields inside the pickle, but in-process loading of "
-        "packed data is still several times faster: on a machine with few cores, train on packed data "
-        "with `--workers 0` (or 1-2).",
+        "- (c) with workers: each batch (8 x 3 x T x 112 x 112 bytes: 4.8 MB at T = 16, 19 MB at T = 64) is "
+        "gathered straight into one buffer (`__getitems__`) and leaves the worker through a reused "
+        "shared-memory slot (`rdfer.data.shm`), its small fields inside the pickle: PyTorch's own path, a "
+        "fresh shared-memory file per tensor whose pages are faulted in anew, cost more than reading the "
+        "shard. Crossing processes still costs more than reading packed data, so in-process loading is "
+        "faster: on a machine with few cores, train on packed data with `--workers 0` (or 1-2).",
         "",
     ]
     return "\n".join(lines)

@@ -137,6 +137,45 @@ def test_resume_after_interruption_equals_uninterrupted_pack(dfew, tmp_path):
     pack_dataset(again, out, num_frames=8, image_size=16, progress=False, shard_size=1)  # complete: no work
 
 
+KILL_SCRIPT = """
+import os, signal, sys
+from rdfer.data import DFEW, pack_dataset
+
+src = DFEW(sys.argv[1], 1, "train", num_frames=8, image_size=16, train=False)
+read, calls = src.read_clip, []
+
+def read_then_die(index, select, size):
+    if len(calls) == 2:  # mid-way through the third shard, after two shards and their index
+        os.kill(os.getpid(), signal.SIGKILL)
+    calls.append(index)
+    return read(index, select, size)
+
+src.read_clip = read_then_die
+pack_dataset(src, sys.argv[2], num_frames=8, image_size=16, progress=False, shard_size=1)
+"""
+
+
+def test_resume_after_kill_9(dfew, tmp_path):
+    """A real ``kill -9`` (no exception handlers, no ``finally``) leaves a pack that resumes to the
+    same bytes as an uninterrupted one."""
+    ref = pack_dataset(_source(dfew), tmp_path / "ref", num_frames=8, image_size=16, progress=False, shard_size=1)
+    out = tmp_path / "killed"
+    script = tmp_path / "pack_and_die.py"
+    script.write_text(KILL_SCRIPT)
+    res = subprocess.run([sys.executable, str(script), str(dfew), str(out)], cwd=REPO_ROOT, timeout=120,
+                         capture_output=True, text=True)
+    assert res.returncode == -9, res.stderr
+    partial = json.loads((out / "index.json").read_text())
+    assert not partial["complete"] and len(partial["samples"]) == 2
+    assert (out / "shard_00002.bin.tmp").exists()
+    pack_dataset(_source(dfew), out, num_frames=8, image_size=16, progress=False, shard_size=1)
+    files = sorted(p.name for p in out.iterdir())
+    assert files == sorted(p.name for p in ref.iterdir())
+    for f in files:
+        assert (out / f).read_bytes() == (ref / f).read_bytes(), f
+    assert torch.equal(PackedDataset(out)[2]["video"], PackedDataset(ref)[2]["video"])
+
+
 def test_dataloader_workers(dfew, tmp_path):
     out = pack_dataset(_source(dfew), tmp_path / "pack", num_frames=8, image_size=16, progress=False)
     pk = PackedDataset(out, num_frames=4, train=True)

@@ -11,8 +11,8 @@ import torch
 
 import rdfer
 from conftest import REPO
-from rdfer.inference.faces import crop_faces, fill_and_smooth
-from rdfer.inference.predict import predict_video
+from rdfer.inference.faces import crop_faces, detect_boxes, fill_and_smooth
+from rdfer.inference.predict import predict_frames, predict_video, read_video
 
 
 def write_mp4(path, frames, fps=25):
@@ -131,3 +131,70 @@ def test_predict_with_a_pluggable_detector_reports_faceless_frames(trained_run, 
     assert len(seen) == 20 and seen[0] == (48, 64, 3)
     assert res.status == "ok" and res.emotion in rdfer.EMOTIONS
     assert res.frames_without_face == list(range(12, 20)) and "without a face" in res.message
+
+
+def test_streamed_prediction_equals_the_in_memory_path(trained_run, tmp_path):
+    """predict_video decodes twice instead of holding the video: same result as decoding every
+    frame into memory, detecting, cropping and sampling there."""
+    model = rdfer.load_model(trained_run[0])
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (192, 256, 3), dtype=np.uint8) for _ in range(150)]
+    for i, f in enumerate(frames):
+        f[:16, :16] = (i * 37) % 256  # what the detector reads: its box moves, some frames are "faceless"
+    write_mp4(tmp_path / "long.mp4", frames, fps=25)
+
+    def detector(rgb):  # a face box that drifts with the frame content, missing on some frames
+        m = float(rgb[:8, :8].mean())
+        return None if m < 40 else (m / 4, 20.0, m / 4 + 120.0, 140.0)
+
+    res = predict_video(tmp_path / "long.mp4", model, detector=detector, detect_stride=2)
+    decoded, fps = read_video(tmp_path / "long.mp4")
+    boxes = detect_boxes(decoded, detector, stride=2)
+    crops = crop_faces(decoded, fill_and_smooth(boxes))
+    ref, loaded = predict_frames(model, crops, model.data_config["classes"], model.data_config["num_frames"],
+                                 model.data_config["image_size"])
+    assert res.status == "ok" and res.num_frames == 150 and res.fps == pytest.approx(fps)
+    assert np.allclose(list(res.probabilities.values()), ref.probs[0].numpy(), atol=1e-4)
+    faceless = [k for k in range(0, 150, 2) if np.isnan(boxes[k, 0])]
+    assert 5 < len(faceless) < 70 and res.frames_without_face == faceless
+
+
+MEMORY_SCRIPT = """
+import sys
+import rdfer
+from rdfer.inference.predict import predict_video
+
+def status(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+
+model = rdfer.load_model(sys.argv[1])
+predict_video(sys.argv[3], model, detector=None)  # warm-up: lazy initialisation of torch and FFmpeg
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak (VmHWM) to the current resident size
+before = status("VmRSS")
+res = predict_video(sys.argv[2], model, detector=None)
+assert res.status == "ok", res
+print(status("VmHWM") - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak resident size from /proc")
+def test_predict_memory_does_not_grow_with_the_video(trained_run, tmp_path):
+    """A video is never held whole: the peak memory of a prediction stays far below the size of
+    the decoded frames (here 300 x 480 x 640 x 3 = 276 MB)."""
+    x = np.arange(640)[None, :, None]
+    frames = [np.broadcast_to((x + 3 * i) % 256, (480, 640, 3)).astype(np.uint8) for i in range(300)]
+    write_mp4(tmp_path / "big.mp4", frames, fps=30)
+    write_mp4(tmp_path / "small.mp4", [f[:48, :64] for f in frames[:10]], fps=30)
+    held = sum(f.nbytes for f in frames)
+    del frames
+    script = tmp_path / "measure.py"
+    script.write_text(MEMORY_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), str(trained_run[0]), str(tmp_path / "big.mp4"),
+                           str(tmp_path / "small.mp4")],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    growth = int(proc.stdout.split()[-1])
+    print(f"growth {growth / 2**20:.1f} MiB for {held / 2**20:.0f} MiB of frames")
+    assert growth < held / 4, f"prediction grew the process by {growth / 2**20:.0f} MiB"

@@ -3,15 +3,16 @@ file, face detection included."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["VideoPrediction", "read_video", "predict_video", "predict_frames"]
+__all__ = ["VideoPrediction", "UnreadableVideo", "read_video", "predict_video", "predict_frames"]
 
 # Exit codes of `rdfer predict`, documented in its --help.
 EXIT_OK, EXIT_NO_FACE, EXIT_UNREADABLE = 0, 3, 4
@@ -53,20 +54,84 @@ class VideoPrediction:
         return "\n".join(lines)
 
 
-def read_video(path: Union[str, Path]) -> Tuple[List[np.ndarray], float]:
-    """Decode every frame of a video file to RGB uint8 (H, W, 3) arrays with PyAV; returns the
-    frames and the stream's average frame rate (NaN when unknown)."""
+class UnreadableVideo(ValueError):
+    """A video file that cannot be opened or decoded; the message says why."""
+
+
+@contextmanager
+def _video_frames(path: Union[str, Path]) -> Iterator[Tuple[Iterator, float]]:
+    """``with _video_frames(path) as (frames, fps)``: PyAV frames of the first video stream, and its
+    average frame rate (NaN when unknown). Any decoder error becomes :class:`UnreadableVideo`."""
     import av
 
-    frames: List[np.ndarray] = []
-    with av.open(str(path)) as container:
+    try:
+        container = av.open(str(path))
+    except Exception as err:
+        raise UnreadableVideo(f"{type(err).__name__}: {err}") from err
+    with container:
         if not container.streams.video:
-            raise ValueError(f"{path}: no video stream")
+            raise UnreadableVideo(f"{path}: no video stream")
         stream = container.streams.video[0]
-        fps = float(stream.average_rate) if stream.average_rate else float("nan")
-        for frame in container.decode(stream):
-            frames.append(frame.to_ndarray(format="rgb24"))
-    return frames, fps
+
+        def frames() -> Iterator:
+            decoded = container.decode(stream)
+            while True:
+                try:
+                    frame = next(decoded)
+                except StopIteration:
+                    return
+                except Exception as err:  # a broken packet
+                    raise UnreadableVideo(f"{type(err).__name__}: {err}") from err
+                yield frame
+
+        yield frames(), float(stream.average_rate) if stream.average_rate else float("nan")
+
+
+def read_video(path: Union[str, Path]) -> Tuple[List[np.ndarray], float]:
+    """Decode every frame of a video file to RGB uint8 (H, W, 3) arrays with PyAV; returns the
+    frames and the stream's average frame rate (NaN when unknown). Raises :class:`UnreadableVideo`.
+
+    Holds the whole video in memory (a minute of 1080p is ~11 GB): :func:`predict_video` streams
+    instead and keeps only the frames it samples."""
+    with _video_frames(path) as (frames, fps):
+        return [frame.to_ndarray(format="rgb24") for frame in frames], fps
+
+
+def _scan(path: str, detector: Optional[Callable], stride: int) -> Tuple[int, float, Optional[np.ndarray]]:
+    """First pass: the frame count, the frame rate and, with a detector, (n, 4) boxes (NaN where
+    no face was found or the frame was not examined). No frame is kept."""
+    n, boxes = 0, []
+    with _video_frames(path) as (frames, fps):
+        for frame in frames:
+            if detector is not None:
+                box = detector(frame.to_ndarray(format="rgb24")) if n % stride == 0 else None
+                boxes.append((np.nan,) * 4 if box is None else tuple(box))
+            n += 1
+    return n, fps, (np.asarray(boxes, dtype=float).reshape(-1, 4) if detector is not None else None)
+
+
+def _read_clip(path: str, idx: np.ndarray, boxes: Optional[np.ndarray], size: int) -> np.ndarray:
+    """Second pass: the frames ``idx`` (sorted, repeats allowed), each cropped to its face box
+    when ``boxes`` is given and resized to ``size``, as soon as it is decoded. ``(T, size, size, 3)``."""
+    from .faces import crop_faces
+
+    out = np.empty((len(idx), size, size, 3), dtype=np.uint8)
+    filled, last, k = 0, int(idx[-1]), -1
+    with _video_frames(path) as (frames, _):
+        for k, frame in enumerate(frames):
+            if k == idx[filled]:
+                rgb = frame.to_ndarray(format="rgb24")
+                if boxes is not None:
+                    (rgb,) = crop_faces([rgb], boxes[k : k + 1])
+                small = _resize(rgb, size)
+                while filled < len(idx) and idx[filled] == k:
+                    out[filled] = small
+                    filled += 1
+            if k >= last:
+                break
+    if filled < len(idx):  # the file changed between the passes, or the decoder is not deterministic
+        raise UnreadableVideo(f"{path}: the second decoding pass ended after {k + 1} frames, the first found more")
+    return out
 
 
 def _resize(frame: np.ndarray, size: int) -> np.ndarray:
@@ -75,19 +140,24 @@ def _resize(frame: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize((size, size), Image.BILINEAR))
 
 
+def _run_model(model: nn.Module, clip: np.ndarray, device: Union[str, torch.device]):
+    """``(T, S, S, 3)`` uint8 frames -> ``model.predict`` on the normalised ``(1, C, T, S, S)`` video."""
+    from ..data.transforms import VideoBatchTransform
+
+    video = torch.from_numpy(clip).permute(3, 0, 1, 2).unsqueeze(0).to(device)  # (1, C, T, H, W)
+    return model.predict(VideoBatchTransform(train=False)(video))
+
+
 @torch.no_grad()
 def predict_frames(model: nn.Module, frames: Sequence[np.ndarray], class_names: Sequence[str], num_frames: int,
                    image_size: int, device: Union[str, torch.device] = "cpu"):
-    """Sample ``num_frames`` frames uniformly (as in evaluation), resize, normalise and run
-    ``model.predict``. Returns (prediction, loaded source frame numbers)."""
+    """Sample ``num_frames`` of in-memory RGB ``frames`` uniformly (as in evaluation), resize,
+    normalise and run ``model.predict``. Returns (prediction, loaded source frame numbers)."""
     from ..data.sampling import eval_indices
-    from ..data.transforms import VideoBatchTransform
 
     idx = np.asarray(eval_indices(len(frames), num_frames)).astype(int)
     clip = np.stack([_resize(frames[i], image_size) for i in idx])  # (T, H, W, 3)
-    video = torch.from_numpy(clip).permute(3, 0, 1, 2).unsqueeze(0).to(device)  # (1, C, T, H, W)
-    video = VideoBatchTransform(train=False)(video)
-    return model.predict(video), idx
+    return _run_model(model, clip, device), idx
 
 
 def predict_video(
@@ -113,32 +183,39 @@ def predict_video(
     Frames without a face inside a video get an interpolated box and are listed; a video with
     no face at all returns ``status="no_face"`` instead of raising.
     """
-    from .faces import HaarFaceDetector, crop_faces, detect_boxes, fill_and_smooth
+    from ..data.sampling import eval_indices
+    from .faces import HaarFaceDetector, fill_and_smooth
 
     data = getattr(model, "data_config", {}) or {}
     class_names = list(class_names or data.get("classes") or [str(i) for i in range(model.num_classes)])
     num_frames = num_frames or data.get("num_frames", 16)
     image_size = image_size or data.get("image_size", 112)
     path = str(path)
+    stride = max(1, detect_stride)
+    det = HaarFaceDetector() if detector == "haar" else detector
+    # Two decoding passes keep memory bounded by the sampled frames, whatever the video's length
+    # or resolution: the first counts frames and finds faces, the second keeps the sampled frames.
     try:
-        frames, fps = read_video(path)
-    except Exception as err:  # a broken file is a per-video result, not a crash of the batch
-        return VideoPrediction(path, "unreadable", f"{type(err).__name__}: {err}")
-    if not frames:
+        n, fps, boxes = _scan(path, det, stride)
+    except UnreadableVideo as err:  # a broken file is a per-video result, not a crash of the batch
+        return VideoPrediction(path, "unreadable", str(err))
+    if n == 0:
         return VideoPrediction(path, "unreadable", "the file has no decodable frame")
     missing: List[int] = []
-    if detector is not None:
-        det = HaarFaceDetector() if detector == "haar" else detector
-        boxes = detect_boxes(frames, det, detect_stride)
-        examined = np.zeros(len(frames), dtype=bool)
-        examined[:: max(1, detect_stride)] = True
+    if boxes is not None:
         found = ~np.isnan(boxes[:, 0])
-        missing = np.nonzero(examined & ~found)[0].tolist()
+        missing = [k for k in range(0, n, stride) if not found[k]]
         if not found.any():
-            return VideoPrediction(path, "no_face", "no face found in any frame", fps=fps, num_frames=len(frames),
+            return VideoPrediction(path, "no_face", "no face found in any frame", fps=fps, num_frames=n,
                                    frames_without_face=missing)
-        frames = crop_faces(frames, fill_and_smooth(boxes))
-    pred, loaded = predict_frames(model, frames, class_names, num_frames, image_size, device)
+        boxes = fill_and_smooth(boxes)
+    loaded = np.asarray(eval_indices(n, num_frames)).astype(int)
+    try:
+        clip = _read_clip(path, loaded, boxes, image_size)
+    except UnreadableVideo as err:
+        return VideoPrediction(path, "unreadable", str(err))
+    with torch.no_grad():
+        pred = _run_model(model, clip, device)
     probs = pred.probs[0].cpu()
     pos = pred.positions[0].cpu().numpy()
     # Sampled positions are in loaded-frame units: map them to source frames, then to seconds.
@@ -150,6 +227,6 @@ def predict_video(
         probabilities={name: round(float(p), 4) for name, p in zip(class_names, probs)},
         clip_predictions=[class_names[int(c)] for c in pred.clip_preds[0]],
         agreement=float(pred.agreement[0]), key_window_seconds=window_s, key_window_frames=(first, last),
-        fps=fps if np.isfinite(fps) else None, num_frames=len(frames), frames_without_face=missing,
+        fps=fps if np.isfinite(fps) else None, num_frames=n, frames_without_face=missing,
         message="" if not missing else f"{len(missing)} frames without a face; their boxes were interpolated",
     )
