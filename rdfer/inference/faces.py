@@ -8,7 +8,7 @@ replace it.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -54,15 +54,16 @@ class HaarFaceDetector:
         return (x / scale, y / scale, (x + fw) / scale, (y + fh) / scale)
 
 
-def detect_boxes(frames: Sequence[np.ndarray], detector: FaceDetector, stride: int = 1) -> np.ndarray:
-    """Run ``detector`` on every ``stride``-th frame. Returns (T, 4) float boxes, NaN where no
-    face was found or the frame was not examined."""
-    boxes = np.full((len(frames), 4), np.nan)
-    for i in range(0, len(frames), max(1, stride)):
-        box = detector(frames[i])
-        if box is not None:
-            boxes[i] = box
-    return boxes
+def detect_boxes(frames: Iterable[Optional[np.ndarray]], detector: FaceDetector, stride: int = 1) -> np.ndarray:
+    """Run ``detector`` on every ``stride``-th frame. ``frames`` may be any iterable, consumed once
+    (the frames in between are never looked at, so a stream may yield None for them). Returns
+    (T, 4) float boxes, NaN where no face was found or the frame was not examined."""
+    stride = max(1, stride)
+    boxes = []
+    for k, frame in enumerate(frames):
+        box = detector(frame) if k % stride == 0 else None
+        boxes.append((np.nan,) * 4 if box is None else tuple(box))
+    return np.asarray(boxes, dtype=float).reshape(-1, 4)
 
 
 def fill_and_smooth(boxes: np.ndarray, window: int = 5) -> np.ndarray:

@@ -100,14 +100,15 @@ def read_video(path: Union[str, Path]) -> Tuple[List[np.ndarray], float]:
 def _scan(path: str, detector: Optional[Callable], stride: int) -> Tuple[int, float, Optional[np.ndarray]]:
     """First pass: the frame count, the frame rate and, with a detector, (n, 4) boxes (NaN where
     no face was found or the frame was not examined). No frame is kept."""
-    n, boxes = 0, []
+    from .faces import detect_boxes
+
     with _video_frames(path) as (frames, fps):
-        for frame in frames:
-            if detector is not None:
-                box = detector(frame.to_ndarray(format="rgb24")) if n % stride == 0 else None
-                boxes.append((np.nan,) * 4 if box is None else tuple(box))
-            n += 1
-    return n, fps, (np.asarray(boxes, dtype=float).reshape(-1, 4) if detector is not None else None)
+        if detector is None:
+            return sum(1 for _ in frames), fps, None
+        # Only the examined frames are converted to RGB.
+        rgb = (f.to_ndarray(format="rgb24") if k % stride == 0 else None for k, f in enumerate(frames))
+        boxes = detect_boxes(rgb, detector, stride)
+    return len(boxes), fps, boxes
 
 
 def _read_clip(path: str, idx: np.ndarray, boxes: Optional[np.ndarray], size: int) -> np.ndarray:
