@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.rdfer-installed
 
-.PHONY: install run test clean
+.PHONY: install run test newcomer clean mutation
 
 install: $(STAMP)
 
@@ -21,5 +21,16 @@ run: install
 test: install
 	$(PY) -m pytest -q
 
+# The newcomer's path: build the wheel, install it non-editable into a fresh virtualenv, run the
+# quick start, the CLI, a tiny training run and the README's python blocks from there (CI runs it).
+newcomer: install
+	PYTHON=$(PY) bash tests/newcomer.sh
+
+# Mutation testing of the core modules (long; not part of `make test` or CI): writes
+# benchmarks/results/mutation.md. Configuration: [tool.mutmut] in pyproject.toml.
+mutation: install
+	$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install --quiet -c constraints.txt -e '.[dev,mutation]'
+	$(PY) benchmarks/mutation.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

@@ -24,7 +24,7 @@ processes (persistent), repeating epochs until ``--min-seconds`` have passed; th
 (worker start-up) is not timed. The loaders of a cell are measured in ``--rounds`` interleaved
 rounds (a shared machine's load drifts) and the median is reported.
 
-Writes ``<out>/dataloading.json`` and ``<out>/dataloading.md`` (default ``benchmarks/results``)
+Writes ``<out>/dataloading.json`` and ``<out>/dataloading.md`` (``dataloading_quick.*`` with --quick; default ``benchmarks/results``)
 with the machine, versions, command and date, and prints the Markdown.
 """
 
@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rdfer.data import DFEW, PackedDataset, collate_videos, eval_indices, pack_dataset  # noqa: E402
+from rdfer.engine.checkpoint import atomic_write_text  # noqa: E402
 
 GOAL_FOLDER, GOAL_PACKED = 3.0, 10.0
 
@@ -329,9 +330,10 @@ def main(argv=None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "dataloading.json").write_text(json.dumps(res, indent=2) + "\n")
+    stem = "dataloading_quick" if args.quick else "dataloading"  # a smoke run never replaces the committed results
+    atomic_write_text(out / f"{stem}.json", json.dumps(res, indent=2) + "\n")
     md = to_markdown(res)
-    (out / "dataloading.md").write_text(md)
+    atomic_write_text(out / f"{stem}.md", md)
     print(md)
     return 0
 

@@ -37,6 +37,7 @@ from rdfer.engine.config import TrainConfig  # noqa: E402
 from rdfer.engine.datasets import build_datasets  # noqa: E402
 from rdfer.engine.distributed import DistInfo  # noqa: E402
 from rdfer.engine.evaluate import run_inference  # noqa: E402
+from rdfer.engine.metrics import window_iou  # noqa: E402
 from rdfer.engine.train import batch_transform, build_model, flag_quality, make_loader, train  # noqa: E402
 from rdfer.losses import HARD, NOISY  # noqa: E402
 
@@ -53,14 +54,6 @@ def base_config(quick: bool, out: Path) -> TrainConfig:
     return TrainConfig(dataset="synthetic", synthetic_train=720, synthetic_test=360, num_frames=16, image_size=32,
                        model="rdfer_small", epochs=12, warmup_epochs=3, batch_size=32, lr=2e-3, min_lr=2e-5,
                        workers=0, augment=False, device="cpu", progress=False, out=str(out))
-
-
-def window_iou(positions: torch.Tensor, key_windows: torch.Tensor) -> torch.Tensor:
-    """IoU of the sampled span [min p, max p] with the true key window [start, end) (frames)."""
-    lo, hi = positions.min(dim=1).values, positions.max(dim=1).values + 1
-    start, end = key_windows[:, 0].float(), key_windows[:, 1].float()
-    inter = (torch.minimum(hi, end) - torch.maximum(lo, start)).clamp(min=0)
-    return inter / (torch.maximum(hi, end) - torch.minimum(lo, start))
 
 
 def flag_stats(flags: torch.Tensor, is_noisy: torch.Tensor, is_hard: torch.Tensor) -> Dict[str, Any]:

@@ -31,7 +31,7 @@ allocated before. Either way it is what training adds on top of the weights: gra
 state, activations and workspace. Each timed model is measured in a fresh Python process, training
 first, so no memory freed by earlier work (other models, the FLOP trace) hides part of the peak.
 
-Writes ``<out>/scalability.json`` and ``<out>/scalability.md`` (default ``benchmarks/results``)
+Writes ``<out>/scalability.json`` and ``<out>/scalability.md`` (``scalability_quick.*`` with --quick; default ``benchmarks/results``)
 with the machine, versions, command and date, and prints the Markdown.
 """
 
@@ -711,8 +711,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result = run(args, argv)
     text = markdown(result)
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "scalability.json", json.dumps(result, indent=2) + "\n")
-    atomic_write_text(args.out / "scalability.md", text)
+    stem = "scalability_quick" if args.quick else "scalability"  # a smoke run never replaces the committed results
+    atomic_write_text(args.out / f"{stem}.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(args.out / f"{stem}.md", text)
     print(text)
     return 1 if any("error" in r for r in result["rows"]) else 0
 

@@ -11,6 +11,16 @@ import sys
 from typing import List, Optional
 
 
+def _require_extra(extra: str, what: str, modules=()) -> None:
+    """Stop with one line naming the extra to install (rdfer.extras), before any work is done."""
+    from .extras import MissingExtraError, require_extra
+
+    try:
+        require_extra(extra, what, modules)
+    except MissingExtraError as err:
+        raise SystemExit(str(err)) from None
+
+
 def _add_backbones(sub) -> None:
     p = sub.add_parser("backbones", help="list the registered backbones with their sizes")
     p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'r*' or 'timm/resnet*'")
@@ -37,16 +47,23 @@ def _add_dataset_args(p, defaults_suppressed: bool = True) -> None:
     g.add_argument("--fold", type=int, help="DFEW fold 1..5 (default 1)")
     g.add_argument("--train", dest="train_source", help="csv: training CSV of path,label; packed: training pack folder")
     g.add_argument("--test", dest="test_source", help="csv: test CSV; packed: test pack folder")
-    g.add_argument("--num-frames", type=int, help="frames loaded per video, T (default 64)")
-    g.add_argument("--image-size", type=int, help="frame side in pixels after resizing (default 112)")
+    g.add_argument("--num-frames", type=int, help="frames loaded per video, T (default 64; train synthetic: 16)")
+    g.add_argument("--image-size", type=int, help="frame side in pixels after resizing (default 112; train synthetic: 32)")
     g.add_argument("--synthetic-train", type=int, help="synthetic: training videos (default 1200)")
-    g.add_argument("--synthetic-test", type=int, help="synthetic: test videos (default 400)")
+    g.add_argument("--synthetic-test", type=int, help="synthetic: test videos (default 400; train synthetic: 600)")
     g.add_argument("--noise-rate", type=float, help="synthetic: share of training labels replaced (default 0)")
     g.add_argument("--noise", choices=["symmetric", "asymmetric"], help="synthetic: noise model")
-    g.add_argument("--workers", type=int, help="DataLoader worker processes (default 4)")
-    g.add_argument("--batch-size", type=int, help="global batch size (default 128)")
+    g.add_argument("--workers", type=int, help="DataLoader worker processes, exactly (default min(4, available cores))")
+    g.add_argument("--batch-size", type=int, help="global batch size (default 128; train synthetic: 32)")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
     g.add_argument("--seed", type=int, help="random seed (default 0)")
+
+
+def _comma_list(text: str) -> List[str]:
+    items = [c.strip() for c in text.split(",") if c.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return items
 
 
 def _parse_model_option(text: str):
@@ -65,7 +82,9 @@ def _add_train(sub) -> None:
         description="Train an RDFER model and evaluate its last epoch on the test split. Defaults follow "
         "the paper: AdamW lr 7e-4 (min 7e-6), weight decay 0.05, cosine schedule with 10 warm-up epochs, "
         "100 epochs, batch 128, label smoothing 0.1, hard 20% x1.5, noisy 10% x0, agreement loss from the "
-        "end of the warm-up. Options may also come from --config FILE.yaml (same names, dashes or "
+        "end of the warm-up; `rdfer train synthetic` starts from CPU sizes instead (--recipe cpu: 14 epochs, "
+        "16 frames of 32 px, batch 32), `--recipe paper` gives it the paper's. "
+        "Options may also come from --config FILE.yaml (same names, dashes or "
         "underscores); flags on the command line override the file.",
         argument_default=argparse.SUPPRESS,
     )
@@ -73,6 +92,8 @@ def _add_train(sub) -> None:
     _add_dataset_args(p)
     p.add_argument("--folds", help="DFEW: train several folds, e.g. 1-5, and report mean and std")
     p.add_argument("--val-fraction", type=float, help="carve a stratified validation split from train for model selection")
+    p.add_argument("--classes", type=_comma_list, metavar="A,B,...",
+                   help="csv: the class names in order, when the labels are not (all) the 7 emotions")
     m = p.add_argument_group("model")
     m.add_argument("--model", help="a preset from `rdfer.list_models()` (default rdfer_small)")
     m.add_argument("--backbone", help="a registry backbone wrapped with the paper's defaults, e.g. r3d_18, timm/resnet50")
@@ -97,7 +118,12 @@ def _add_train(sub) -> None:
     l.add_argument("--class-weighted", action="store_true", help="class-weighted CE (inverse frequency)")
     l.add_argument("--balanced-sampler", action="store_true", help="class-balanced sampling (single process)")
     r = p.add_argument_group("recipe")
-    r.add_argument("--epochs", type=int, help="training epochs (100)")
+    r.add_argument("--recipe", choices=["paper", "cpu"],
+                   help="starting values for the options not given: paper (section IV-B: 100 epochs, 64 frames of "
+                   "112 px, batch 128; the default for dfew, ferv39k, csv, packed) or cpu (the demo's sizes: 14 "
+                   "epochs, 16 frames of 32 px, batch 32, 1200/600 videos; minutes on 2 cores; the default for "
+                   "synthetic)")
+    r.add_argument("--epochs", type=int, help="training epochs (100; train synthetic: 14)")
     r.add_argument("--warmup-epochs", type=int, help="linear warm-up epochs; the agreement loss starts after them (10)")
     r.add_argument("--accum-steps", type=int, help="gradient accumulation steps")
     r.add_argument("--lr", type=float, help="AdamW peak learning rate (7e-4)")
@@ -110,17 +136,23 @@ def _add_train(sub) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--out", help="run folder (default runs/rdfer)")
     o.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    o.add_argument("--overwrite", action="store_true",
+                   help="--out holds an earlier run: move it aside (to OUT.replaced-DATE) and start afresh")
     o.add_argument("--stop-after", type=int, help="end this invocation after N epochs (time-boxed jobs); continue with --resume")
     o.add_argument("--eval-test-every", type=int, help="also evaluate on test every N epochs (monitoring only)")
     o.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
+    o.add_argument("--verbose", action="store_true", help="also print the per-epoch lines (always in OUT/train.log)")
     p.set_defaults(func=_cmd_train)
 
 
 def _train_config_from_args(args):
-    from .engine.config import TrainConfig, load_yaml_config
+    from .engine.config import RECIPES, TrainConfig, default_recipe, load_yaml_config
 
-    values = load_yaml_config(args.config) if getattr(args, "config", None) else {}
-    cli = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config", "folds", "model_option")}
+    # Precedence: the recipe's sizes, then the YAML file, then the flags.
+    values = dict(RECIPES[getattr(args, "recipe", None) or default_recipe(args.dataset)])
+    values.update(load_yaml_config(args.config) if getattr(args, "config", None) else {})
+    skip = ("func", "command", "config", "folds", "model_option", "recipe")
+    cli = {k: v for k, v in vars(args).items() if k not in skip}
     options = dict(values.get("model_options", {}))
     options.update(dict(getattr(args, "model_option", None) or []))
     values.update(cli)
@@ -171,7 +203,7 @@ def _inference_setup(args, default_split: str, what: str):
     from .engine.train import batch_transform, make_loader
 
     opts = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
-    cfg = TrainConfig.from_dict({"batch_size": 32, "workers": 2, **opts})
+    cfg = TrainConfig.from_dict({"batch_size": 32, **opts})
     info = init_distributed(cfg.device)
     train_set, test_set, classes = build_datasets(cfg)  # a wrong root fails here, before the model loads
     model = load_model(args.checkpoint, map_location=info.device)
@@ -179,6 +211,9 @@ def _inference_setup(args, default_split: str, what: str):
         raise SystemExit(f"{args.checkpoint} predicts {model.num_classes} classes but the dataset has {len(classes)}")
     split = getattr(args, "split", default_split)
     dataset = test_set if split == "test" else train_set
+    base = getattr(dataset, "dataset", dataset)  # a validation carve-out wraps it in a Subset
+    if getattr(base, "train", False):  # read frames as evaluation does (uniform, centred), not with training jitter
+        base.train = False
     loader = make_loader(dataset, cfg.batch_size, info, False, cfg.seed, cfg.workers)
     ck = Path(args.checkpoint)
     out = Path(getattr(args, "out", None) or (ck if ck.is_dir() else ck.parent) / f"{what}_{split}")
@@ -215,13 +250,18 @@ def _add_audit(sub) -> None:
     p = sub.add_parser("audit", help="rank suspected label errors and hard videos of a labelled dataset",
                        description="Run a model over a labelled dataset and write a ranked report of suspected "
                        "label errors (clips agree, loss high, vote contradicts the label) and hard videos (clips "
-                       "disagree): audit.md, audit.csv, label_errors.csv, hard_samples.csv.",
+                       "disagree): audit.md, audit.csv, label_errors.csv, hard_samples.csv; with --html also review.html, a page "
+                       "for looking at the flagged videos and exporting corrected labels.",
                        argument_default=argparse.SUPPRESS)
     _add_checkpoint_dataset_args(p, "train")
     p.add_argument("--t-hard", type=float, default=0.2, help="share flagged hard (0.2)")
     p.add_argument("--t-noisy", type=float, default=0.1, help="share flagged as suspected label errors (0.1)")
     p.add_argument("--allow-agreeing", action="store_true",
                    help="also flag samples whose clip vote equals the label (the paper's pure rank rule)")
+    p.add_argument("--html", action="store_true",
+                   help="also write review.html: the flagged videos' frames and evidence, keep/relabel choices and a "
+                   "corrected-CSV export, in a static page that opens from disk")
+    p.add_argument("--html-embed", action="store_true", help="with --html: embed the images in the page (one file)")
     p.set_defaults(func=_cmd_audit)
 
 
@@ -243,6 +283,11 @@ def _cmd_audit(args) -> int:
             print(f"  {name} flags vs ground truth: precision {gt['precision']:.1%} (random {gt['random_precision']:.1%}), "
                   f"recall {gt['recall']:.1%}")
     print(f"-> {files['md']}")
+    if getattr(args, "html", False) or getattr(args, "html_embed", False):
+        from .analysis.review_page import write_review_page
+
+        page = write_review_page(report, preds, dataset, classes, out, embed_images=getattr(args, "html_embed", False))
+        print(f"-> {page} (open it in a browser to review the flagged videos)")
     return 0
 
 
@@ -257,6 +302,7 @@ def _cmd_analyze(args) -> int:
     from .analysis.report import write_analysis
     from .engine.evaluate import run_inference
 
+    _require_extra("viz", "rdfer analyze")  # before anything is written: the figures and the t-SNE need both
     model, dataset, loader, classes, device, tf, out, _ = _inference_setup(args, "test", "analyze")
     preds = run_inference(model, loader, device, tf, progress=True, desc="analyze")
     summary = write_analysis(preds, dataset, classes, model.n_clips, out)
@@ -280,6 +326,8 @@ def _cmd_export(args) -> int:
     from .engine.checkpoint import load_model
     from .inference.export import export_model
 
+    if args.format == "onnx":
+        _require_extra("export", "rdfer export --format onnx", ("onnx",))
     model = load_model(args.checkpoint)
     data = getattr(model, "data_config", {}) or {}
     t = args.num_frames or data.get("num_frames", 16)
@@ -293,7 +341,8 @@ def _cmd_export(args) -> int:
 
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the main job: CE vs the agreement loss on synthetic noisy data (CPU, minutes)")
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--out", default="runs/demo",
+                   help="output folder (default runs/demo); the runs of an earlier demo there are moved aside")
     p.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
     p.add_argument("--synthetic-train", type=int, default=None, help="override the number of training videos")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -304,7 +353,8 @@ def _cmd_demo(args) -> int:
     from .engine.demo import run_demo
 
     overrides = {k: v for k, v in (("epochs", args.epochs), ("synthetic_train", args.synthetic_train)) if v is not None}
-    run_demo(args.out, progress=not args.quiet, **overrides)
+    # A demo is re-run as a whole: its two run folders replace (move aside) the last demo's.
+    run_demo(args.out, progress=not args.quiet, overwrite=True, **overrides)
     return 0
 
 
@@ -336,10 +386,13 @@ def _add_predict(sub) -> None:
         "every video was predicted, 3 when some video had no face, 4 when some video could not be read "
         "(the others are still predicted).",
     )
-    p.add_argument("videos", nargs="+", help="video files (mp4, avi, mov, webm, mkv, ...)")
+    p.add_argument("videos", nargs="+", help="local video files (mp4, avi, mov, webm, mkv, ...); URLs are refused "
+                   "(rdfer works offline: download the video first)")
     p.add_argument("--checkpoint", required=True, help="model.safetensors or a run folder")
     p.add_argument("--no-detect", action="store_true", help="the videos are already cropped to the face")
-    p.add_argument("--detect-stride", type=int, default=1, help="detect on every n-th frame, interpolate the rest")
+    p.add_argument("--detect-stride", type=int, default=8,
+                   help="detect on every n-th frame and interpolate the rest; on a box jump or a face appearing or "
+                   "leaving, the frames in between are examined too (default 8; 1 = every frame)")
     p.add_argument("--json", action="store_true", help="print one JSON object per video")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.set_defaults(func=_cmd_predict)
@@ -351,6 +404,13 @@ def _cmd_predict(args) -> int:
     from .engine.checkpoint import load_model
     from .inference.predict import EXIT_NO_FACE, EXIT_OK, EXIT_UNREADABLE, predict_video
 
+    from .inference.predict import URL_REFUSED, is_url
+
+    urls = [v for v in args.videos if is_url(v)]
+    if urls:
+        raise SystemExit(f"{urls[0]}: {URL_REFUSED}")
+    if not args.no_detect:
+        _require_extra("faces", "rdfer predict (face detection; --no-detect for cropped videos)")
     model = load_model(args.checkpoint, map_location=args.device).eval()
     code = EXIT_OK
     for video in args.videos:
@@ -446,16 +506,95 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rdfer",
         description="Robust dynamic facial expression recognition: train, evaluate and inspect RDFER models.",
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"rdfer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in [_add_demo, _add_synth_preview, _add_train, _add_eval, _add_predict, _add_audit, _add_analyze, _add_export, _add_backbones, _add_pack]:
         add(sub)
+    debug_help = "show the full traceback of an error (also RDFER_DEBUG=1)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
+    for command in sub.choices.values():  # accepted after the subcommand too
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     return parser
 
 
+# User errors: bad input, options, files, the machine (disk, memory). One line, exit 2.
+EXIT_USAGE, EXIT_INTERNAL = 2, 1
+
+
+class CommandError(SystemExit):
+    """Raised by :func:`main` after printing ``rdfer: error: <message>``, like argparse's own
+    errors: exit status 2 (1 for an unexpected error); ``str()`` is the message."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(code)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _error_message(exc: BaseException) -> str:
+    """One line for an exception: its message without Python's decorations."""
+    if isinstance(exc, SystemExit):
+        text = str(exc.code)
+    elif isinstance(exc, OSError) and exc.strerror:
+        from .engine.checkpoint import DiskFullError
+
+        if isinstance(exc, DiskFullError) or not exc.filename:
+            text = exc.strerror
+        else:
+            text = f"{exc.strerror}: {exc.filename}"
+    else:
+        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    import torch
+
+    from .engine.rundir import RunFolderError
+
+    # ValueError covers bad options and data (CheckpointError, UnreadableVideo, bad CSV bytes);
+    # OSError covers missing files, permissions and a full disk.
+    oom = tuple(t for t in (getattr(torch, "OutOfMemoryError", None),) if t is not None)
+    return isinstance(exc, (ValueError, OSError, ImportError, FloatingPointError, RunFolderError) + oom)
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> CommandError:
+    print(f"rdfer: error: {message}", file=sys.stderr, flush=True)
+    return CommandError(message, code)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """``rdfer ...``: run one command and return its exit status.
+
+    Errors are one line on stderr, ``rdfer: error: ...``, then :class:`CommandError` (a
+    ``SystemExit``) with status 2 for a user error (bad option, input, file; full disk), 1 for an
+    unexpected one, as argparse does for bad options. ``--debug`` or ``RDFER_DEBUG=1`` lets the
+    original exception through, with its traceback.
+    """
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    debug = bool(vars(args).pop("debug", False)) or os.environ.get("RDFER_DEBUG", "") not in ("", "0")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        raise _fail("interrupted", 130) from None
+    except SystemExit as exc:  # a command's own `raise SystemExit("message")`
+        if debug or not isinstance(exc.code, str):
+            raise
+        raise _fail(_error_message(exc)) from None
+    except Exception as exc:
+        if debug:
+            raise
+        if _is_user_error(exc):
+            raise _fail(_error_message(exc)) from None
+        raise _fail(f"{type(exc).__name__}: {_error_message(exc)} (unexpected: rerun with --debug for the "
+                    f"traceback, and please report it)", EXIT_INTERNAL) from None
 
 
 if __name__ == "__main__":

@@ -158,8 +158,11 @@ def flags_for_strategy(
 class AgreementLoss(nn.Module):
     """Agreement-based reweighted cross-entropy (SPEC 4).
 
-    ``loss = (1/B) sum_i w_i (CE_ls(logits_i, y_i) + aux_weight * mean_k CE_ls(clip_logits_ik, y_i))``
-    with ``w_i`` = ``lambda_hard`` / ``lambda_noisy`` / ``lambda_ordinary`` by flag.
+    ``loss = (1/B) sum_i w_i (CE_ls(logits_i, y_i) + aux_weight * mean_k CE_ls(clip_logits_ik, y_i)
+    + locator_weight * CE(MIL(glimpse_logits_i), y_i))`` with ``w_i`` = ``lambda_hard`` /
+    ``lambda_noisy`` / ``lambda_ordinary`` by flag. The last term exists only for models whose
+    locator gives per-glimpse evidence (``locator="saliency"``); its target is the label or, with
+    ``locator_target="prediction"``, the model's own (detached) video prediction.
 
     Scope ``"epoch"`` (default): a memory keyed by dataset index keeps each sample's latest
     agreement, unsmoothed loss and confidence; :meth:`step_epoch` (call it at the end of every
@@ -170,6 +173,8 @@ class AgreementLoss(nn.Module):
         num_samples: size of the training set (indices are ``0 .. num_samples-1``).
         strategy: one of :data:`STRATEGIES`.
         class_weight: optional (K,) weights for class-weighted CE.
+        locator_weight: weight of the locator's multiple-instance term (saliency locator only).
+        locator_target: ``"label"`` or ``"prediction"`` (the target of that term).
 
     Call: ``criterion(output, target, index)`` with ``output`` an :class:`~rdfer.RDFEROutput`
     (or anything with ``logits`` (B, K) and ``clip_logits`` (B, n, K)), ``target`` (B,) and
@@ -191,8 +196,13 @@ class AgreementLoss(nn.Module):
         start_epoch: int = 0,
         noisy_requires_mismatch: bool = False,
         class_weight: Optional[torch.Tensor] = None,
+        locator_weight: float = 1.0,
+        locator_target: str = "label",
     ) -> None:
         super().__init__()
+        if locator_target not in ("label", "prediction"):
+            raise ValueError(f"locator_target must be 'label' or 'prediction', got {locator_target!r}")
+        self.locator_weight, self.locator_target = locator_weight, locator_target
         if scope not in ("epoch", "batch"):
             raise ValueError(f"scope must be 'epoch' or 'batch', got {scope!r}")
         if strategy not in STRATEGIES:
@@ -246,7 +256,18 @@ class AgreementLoss(nn.Module):
             flags = self._strategy_flags(stats.agreement, plain, stats.confidence, stats.mode_class, target)
         self.last_flags = flags.detach()
         w = self.weights.to(logits.dtype)[flags]
-        return (w * self.per_sample_ce(logits, clip_logits, target)).sum() / target.shape[0]
+        per_sample = self.per_sample_ce(logits, clip_logits, target)
+        glimpse_logits = getattr(output, "glimpse_logits", None)
+        if self.locator_weight and glimpse_logits is not None and glimpse_logits.shape[1] > 0:
+            per_sample = per_sample + self.locator_weight * self.locator_loss(glimpse_logits, logits, target)
+        return (w * per_sample).sum() / target.shape[0]
+
+    def locator_loss(self, glimpse_logits: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Multiple-instance CE of the saliency locator's pooled glimpse logits, per sample (B,)."""
+        from .model.sampler import mil_logits  # here, not at the top: rdfer.model imports this module
+
+        goal = target if self.locator_target == "label" else logits.detach().argmax(dim=-1)
+        return F.cross_entropy(mil_logits(glimpse_logits), goal, reduction="none")
 
     def _strategy_flags(self, agreement, loss, confidence, mode, labels) -> torch.Tensor:
         return flags_for_strategy(

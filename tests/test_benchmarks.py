@@ -65,12 +65,28 @@ def test_key_window_view_reads_inside_the_window():
 
 def test_dataloading_quick(tmp_path):
     proc = _run("dataloading.py", tmp_path)
-    result = json.loads((tmp_path / "dataloading.json").read_text())
+    result = json.loads((tmp_path / "dataloading_quick.json").read_text())
     assert "--quick" in result["command"] and result["machine"]["cores"] >= 1
     assert result["tree"]["clips"] == 6 and 20 <= result["tree"]["mean_frames_per_clip"] <= 80
     (row,) = result["rows"]
     assert (row["num_frames"], row["workers"]) == (8, 0)
     for name in ("baseline", "folder", "folder_1thread", "packed"):
         assert row[name]["clips_per_s"] > 0 and row[name]["clips"] >= 6 and len(row[name]["rounds"]) == 1
-    md = (tmp_path / "dataloading.md").read_text()
+    assert not (tmp_path / "dataloading.json").exists()  # --quick never takes the committed results' name
+    md = (tmp_path / "dataloading_quick.md").read_text()
     assert "| 8 | 0 |" in md and result["verdict"] in md and md in proc.stdout
+
+
+def test_predict_speed_quick(tmp_path):
+    proc = _run("predict_speed.py", tmp_path)
+    result = json.loads((tmp_path / "predict_speed_quick.json").read_text())
+    assert "--quick" in result["command"] and result["machine"]["cores"] >= 1 and result["quick"] is True
+    assert not (tmp_path / "predict_speed.json").exists()  # --quick never takes the committed results' name
+    assert [(r["size"], r["video_s"]) for r in result["rows"]] == [("640x360", 2.0), ("1280x720", 1.0)]
+    for r in result["rows"]:
+        assert r["num_frames"] == round(30 * r["video_s"]) and r["wall_s"] > 0 and r["peak_growth_mib"] > 0
+        assert r["x_realtime"] == pytest.approx(r["video_s"] / r["wall_s"], rel=0.01)
+        if r["status"] == "ok":  # strided detection: far fewer detections than frames
+            assert r["detector_calls"] <= r["num_frames"] // 3
+    md = (tmp_path / "predict_speed_quick.md").read_text()
+    assert "| x real time |" in md and result["verdict"] in md and md in proc.stdout

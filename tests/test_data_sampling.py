@@ -1,5 +1,7 @@
 """Frame sampling: hand-checked positions, ranges, monotonicity and short videos."""
 
+import math
+
 import pytest
 import torch
 
@@ -58,3 +60,29 @@ def test_sample_indices_dispatch_and_errors():
         eval_indices(0, 4)
     with pytest.raises(ValueError):
         train_indices(5, 0)
+
+
+def test_indices_are_exact_for_very_long_videos():
+    # float64 arithmetic: exact integer formulas even past float32's 2**24, where a float32
+    # position would be off by a frame or more.
+    n = 2**25 + 3
+    assert eval_indices(n, 1).tolist() == [(n // 2)]
+    assert eval_indices(n, 3).tolist() == [((2 * i + 1) * n) // 6 for i in range(3)]
+    for t, seed in ((1, 0), (4, 7), (5, 8)):
+        u = torch.rand(t, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).tolist()
+        expected = []
+        for i in range(t):
+            lo, hi = (i * n) // t, -((-(i + 1) * n) // t)  # floor(i n / T), ceil((i + 1) n / T)
+            expected.append(lo + math.floor(u[i] * (hi - lo)))
+        assert train_indices(n, t, torch.Generator().manual_seed(seed)).tolist() == expected, (t, seed)
+
+
+def test_one_frame_and_clear_errors():
+    assert eval_indices(5, 1).tolist() == [2] and train_indices(1, 1).tolist() == [0]
+    assert 0 <= train_indices(5, 1).item() < 5
+    with pytest.raises(ValueError, match="cannot sample from a video with 0 frames"):
+        eval_indices(0, 4)
+    with pytest.raises(ValueError, match="num_frames must be >= 1, got 0"):
+        eval_indices(5, 0)
+    with pytest.raises(ValueError, match="num_frames must be >= 1, got -2"):
+        train_indices(5, -2)

@@ -43,12 +43,26 @@ def test_eval_cli_reproduces_training_metrics(trained_run):
     assert (out / "eval" / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_resume_equals_uninterrupted(tmp_path):
+def test_resume_equals_uninterrupted(tmp_path, capsys):
     straight = train(tiny_config(tmp_path / "straight"))
     first = train(tiny_config(tmp_path / "resumed", stop_after=1))
     assert first == {"run": str(tmp_path / "resumed"), "stopped_after_epoch": 1}
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
-    resumed = train(tiny_config(tmp_path / "resumed", resume=True))
+    epoch1 = tmp_path / "resumed" / "checkpoints" / "epoch_0001" / "model.safetensors"
+    written = (epoch1.stat().st_ino, epoch1.stat().st_mtime_ns)
+    # Count the training-mode forwards of the resumed run: only epoch 2 may run (48 videos in
+    # batches of 8: 6 steps), not epochs 1 and 2 again (re-seeded epochs would hide a restart).
+    train_forwards = []
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: train_forwards.append(1) if isinstance(m, rdfer.RDFER) and m.training else None)
+    capsys.readouterr()
+    try:
+        resumed = train(tiny_config(tmp_path / "resumed", resume=True))
+    finally:
+        hook.remove()
+    assert len(train_forwards) == 6
+    assert "after epoch 1" in capsys.readouterr().out
+    assert (epoch1.stat().st_ino, epoch1.stat().st_mtime_ns) == written  # epoch 1's checkpoint was not redone
     a = load_file(str(tmp_path / "straight" / "model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -60,9 +74,14 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 
 def test_resume_refuses_other_model(tmp_path):
+    from rdfer.engine.rundir import RunFolderError
+
     train(tiny_config(tmp_path, stop_after=1))
+    other = dict(tiny_config(tmp_path).model_options, d_model=16)
+    with pytest.raises(RunFolderError, match=r"model_options\.d_model: 32 in the run, 16 now"):
+        train(tiny_config(tmp_path, resume=True, model_options=other))
+    (tmp_path / "config.yaml").unlink()  # no stored config: the checkpoint itself refuses
     with pytest.raises(rdfer.engine.CheckpointError, match="d_model"):
-        other = dict(tiny_config(tmp_path).model_options, d_model=16)
         train(tiny_config(tmp_path, resume=True, model_options=other))
 
 
@@ -99,10 +118,23 @@ def test_yaml_config_and_cli_override(tmp_path):
 
 
 def test_validation_split_selection_is_labelled(tmp_path):
-    res = train(tiny_config(tmp_path, val_fraction=0.25, epochs=2))
+    from rdfer.engine.datasets import build_datasets, split_validation
+
+    cfg = tiny_config(tmp_path, val_fraction=0.25, epochs=2)
+    res = train(cfg)
     assert "test_selected_on_validation" in res and "val_war" in res["test_selected_on_validation"]
     rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all("val_war" in r for r in rows)
+    # The selected model is the first epoch with the best validation WAR, saved as best_val.
+    best = max(r["val_war"] for r in rows)
+    assert res["test_selected_on_validation"]["val_war"] == best
+    best_epoch = next(r["epoch"] for r in rows if r["val_war"] == best)
+    assert rdfer.engine.checkpoint.read_metadata(tmp_path / "best_val")["epoch"] == str(best_epoch)
+    # Validation videos are never trained on: epoch 2's flags cover only the training part.
+    train_part, val_part = split_validation(build_datasets(cfg)[0], 0.25, cfg.seed)
+    assert len(train_part) + len(val_part) == 48 and 0 < len(val_part) < 24
+    assert rows[1]["flagged_hard"] == int(0.2 * len(train_part) + 0.5)
+    assert rows[1]["flagged_noisy"] == int(0.1 * len(train_part) + 0.5)
 
 
 def test_help_is_complete():

@@ -155,8 +155,8 @@ def test_scalability_quick_end_to_end(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((tmp_path / "scalability.json").read_text())
-    md = (tmp_path / "scalability.md").read_text()
+    result = json.loads((tmp_path / "scalability_quick.json").read_text())
+    md = (tmp_path / "scalability_quick.md").read_text()
     assert "fvcore GFLOPs (1 per multiply-add)" in md and "full GFLOPs (same unit)" in md
     assert "fvcore GFLOPs (1 per multiply-add)" in proc.stdout
 

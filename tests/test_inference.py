@@ -11,7 +11,7 @@ import torch
 
 import rdfer
 from conftest import REPO
-from rdfer.inference.faces import crop_faces, detect_boxes, fill_and_smooth
+from rdfer.inference.faces import crop_faces, fill_and_smooth, track_boxes
 from rdfer.inference.predict import predict_frames, predict_video, read_video
 
 
@@ -127,7 +127,7 @@ def test_predict_with_a_pluggable_detector_reports_faceless_frames(trained_run, 
         seen.append(rgb.shape)
         return (8.0, 4.0, 40.0, 36.0) if len(seen) <= 12 else None
 
-    res = predict_video(tmp_path / "clip.mp4", rdfer.load_model(out), detector=detector)
+    res = predict_video(tmp_path / "clip.mp4", rdfer.load_model(out), detector=detector, detect_stride=1)
     assert len(seen) == 20 and seen[0] == (48, 64, 3)
     assert res.status == "ok" and res.emotion in rdfer.EMOTIONS
     assert res.frames_without_face == list(range(12, 20)) and "without a face" in res.message
@@ -149,14 +149,14 @@ def test_streamed_prediction_equals_the_in_memory_path(trained_run, tmp_path):
 
     res = predict_video(tmp_path / "long.mp4", model, detector=detector, detect_stride=2)
     decoded, fps = read_video(tmp_path / "long.mp4")
-    boxes = detect_boxes(decoded, detector, stride=2)
-    crops = crop_faces(decoded, fill_and_smooth(boxes))
+    track = track_boxes(decoded, detector, stride=2)
+    crops = crop_faces(decoded, fill_and_smooth(track.boxes))
     ref, loaded = predict_frames(model, crops, model.data_config["classes"], model.data_config["num_frames"],
                                  model.data_config["image_size"])
     assert res.status == "ok" and res.num_frames == 150 and res.fps == pytest.approx(fps)
     assert np.allclose(list(res.probabilities.values()), ref.probs[0].numpy(), atol=1e-4)
-    faceless = [k for k in range(0, 150, 2) if np.isnan(boxes[k, 0])]
-    assert 5 < len(faceless) < 70 and res.frames_without_face == faceless
+    faceless = track.frames_without_face
+    assert 5 < len(faceless) < 140 and res.frames_without_face == faceless
 
 
 MEMORY_SCRIPT = """

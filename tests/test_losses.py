@@ -24,10 +24,14 @@ def clips_from_preds(preds, k=7, strength=4.0, extra=None):
 def test_agreement_paper_example_and_extremes():
     # Neutral, Surprise, Happy, Happy -> two of four agree -> 0.5 (paper III-A)
     n, s, h = rdfer.EMOTIONS.index("neutral"), rdfer.EMOTIONS.index("surprise"), rdfer.EMOTIONS.index("happy")
-    logits = clips_from_preds([[n, s, h, h], [1, 1, 1, 1], [0, 1, 2, 3], [4, 4, 4, 2]])
+    extra = torch.zeros(4, 4, 7)
+    extra[2, 3, 3] = 0.5  # [0, 1, 2, 3]: four singletons; the clip voting 3 is the most confident
+    logits = clips_from_preds([[n, s, h, h], [1, 1, 1, 1], [0, 1, 2, 3], [4, 4, 4, 2]], extra=extra)
     assert agreement(logits).tolist() == [0.5, 1.0, 0.25, 0.75]
     stats = agreement_stats(logits)
-    assert stats.mode_class.tolist() == [h, 1, stats.mode_class[2].item(), 4]
+    assert stats.mode_class.tolist() == [h, 1, 3, 4]
+    probs = logits.softmax(-1)
+    assert torch.allclose(stats.confidence, probs[torch.arange(4), :, stats.mode_class].mean(1))
 
 
 def test_two_two_tie_goes_to_higher_summed_probability():
@@ -181,6 +185,12 @@ def test_index_out_of_range_is_clear():
 def test_with_the_real_model_end_to_end():
     model = rdfer.create_model("rdfer_small")
     crit = AgreementLoss(num_samples=4, scope="batch", t_hard=0.25, t_noisy=0.25)
-    loss = crit(model(torch.randn(4, 3, 16, 32, 32)), torch.tensor([0, 1, 2, 3]), torch.arange(4))
+    target = torch.tensor([0, 1, 2, 3])
+    out = model(torch.randn(4, 3, 16, 32, 32))
+    loss = crit(out, target, torch.arange(4))
     loss.backward()
-    assert torch.isfinite(loss) and crit.last_flags.shape == (4,)
+    flags = crit.last_flags
+    assert sorted(flags.tolist()) == [ORDINARY, ORDINARY, HARD, NOISY]  # one of each slot of 4 * 0.25
+    w = torch.tensor([1.0, 1.5, 0.0])[flags]
+    assert loss.item() == pytest.approx((w * crit.per_sample_ce(out.logits, out.clip_logits, target)).mean().item(), rel=1e-5)
+    assert model.sampler.locator.weight.grad.abs().sum() > 0  # the loss trains the re-sampler too

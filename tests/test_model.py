@@ -7,6 +7,7 @@ import torchvision
 from fvcore.nn import FlopCountAnalysis
 
 import rdfer
+from rdfer.backbones.former_dfer import TransformerBlock
 from rdfer.model import RDFEROutput
 
 SMALL = dict(d_model=32, summary_dim=8)
@@ -146,12 +147,31 @@ def test_presets_and_overrides():
     assert big.config["d_model"] == 512 and big.n_clips * big.clip_len == 16
 
 
-@pytest.mark.parametrize("seq", ["lstm", "bigru", "gru", "transformer"])
-def test_other_sequence_models(seq):
+@pytest.mark.parametrize("seq, kind", [("lstm", nn.LSTM), ("bigru", nn.GRU), ("gru", nn.GRU), ("transformer", TransformerBlock)])
+def test_other_sequence_models(seq, kind):
     model = rdfer.wrap_with_rdfer("tiny_cnn", sequence_model=seq, **SMALL)
-    assert model(torch.randn(1, 3, 16, 32, 32)).logits.shape == (1, 7)
+    for built in (model.temporal.emotion, model.temporal.movement):
+        assert type(getattr(built, "rnn", built)) is kind  # "gru" really is a GRU
+    out = model(torch.randn(1, 3, 16, 32, 32))
+    assert out.logits.shape == (1, 7) and torch.isfinite(out.logits).all()
 
 
 def test_sequence_model_factory():
-    model = rdfer.wrap_with_rdfer("tiny_cnn", sequence_model=lambda d: nn.Identity(), **SMALL)
-    assert model(torch.randn(1, 3, 16, 32, 32)).logits.shape == (1, 7)
+    dims = []
+
+    def factory(d):
+        dims.append(d)
+        return nn.Identity()
+
+    model = rdfer.wrap_with_rdfer("tiny_cnn", sequence_model=factory, **SMALL).eval()
+    assert dims == [32, 32]  # S_e and S_m, each built at d_model
+    assert isinstance(model.temporal.emotion, nn.Identity) and isinstance(model.temporal.movement, nn.Identity)
+    seen = {}
+    model.backbone.register_forward_hook(lambda m, i, o: seen.update(tokens=o))
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 16, 32, 32))
+        tokens = model.proj(seen["tokens"])  # (1, 16, d)
+    # Identity sequence models: both streams pool to the mean token, the sum fusion doubles it,
+    # and clip i's token is the mean of frames 4i..4i+3.
+    assert torch.allclose(out.features, 2 * tokens.mean(1), atol=1e-5)
+    assert torch.allclose(out.clip_logits, model.clip_head(tokens.view(1, 4, 4, 32).mean(2)), atol=1e-5)

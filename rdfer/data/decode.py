@@ -155,7 +155,8 @@ def load_frame(path: PathLike, size: int) -> np.ndarray:
     ``size`` pixels (a 224 px JPEG for 112 px is decoded at half scale and needs no resize), with
     libjpeg-turbo via simplejpeg when it can, else Pillow's ``draft`` (identical pixels). Other
     formats are decoded at full size. Grayscale, RGBA, palette and CMYK images are converted to
-    RGB (alpha dropped); the result is resized (bilinear) when the size still differs.
+    RGB (alpha dropped), 16-bit ones by keeping the high byte (65535 -> 255, 32768 -> 128); 32-bit
+    integer or float images raise. The result is resized (bilinear) when the size still differs.
     """
     from PIL import Image
 
@@ -167,6 +168,13 @@ def load_frame(path: PathLike, size: int) -> np.ndarray:
             return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
     with Image.open(path) as im:
         im.draft("RGB", (size, size))
+        if im.mode.startswith("I;16"):
+            # 16-bit grayscale: Pillow's convert() clips to 255 (a mid-gray frame turns white).
+            # Keep the high byte, as Pillow itself does for 16-bit RGB PNGs.
+            im = Image.fromarray((np.asarray(im).astype(np.uint16) >> 8).astype(np.uint8), "L")
+        elif im.mode in ("I", "F"):
+            raise ValueError(f"{im.mode!r} images (32-bit integer or float pixels) are not supported; "
+                             f"save the frames as 8- or 16-bit PNG, or JPEG")
         if im.mode != "RGB":
             im = im.convert("RGB")
         if im.size != (size, size):

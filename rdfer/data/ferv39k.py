@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
 from .emotions import EMOTIONS
-from .video_csv import VideoListDataset
+from .video_csv import VideoListDataset, read_utf8
 
 __all__ = ["FERV39K", "FERV39K_CLASSES", "FERV39K_SPLITS"]
 
@@ -57,7 +58,7 @@ class FERV39K(VideoListDataset):
         if not clip_root.is_dir():
             raise FileNotFoundError(f"FERV39K frame folder not found: {clip_root}")
         samples: List[Tuple[str, int]] = []
-        with open(list_path, encoding="utf-8-sig") as f:
+        with io.StringIO(read_utf8(list_path)) as f:
             for row_no, line in enumerate(f, 1):
                 if not line.strip():
                     continue

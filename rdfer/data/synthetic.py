@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -30,7 +30,8 @@ from torch.utils.data import Dataset
 
 from .emotions import EMOTIONS
 
-__all__ = ["SyntheticDFER", "ASYMMETRIC_NOISE", "EXPRESSION_UNITS", "PROTOTYPES", "render_preview"]
+__all__ = ["SyntheticDFER", "ASYMMETRIC_NOISE", "CLASS_DISTRIBUTIONS", "EXPRESSION_UNITS", "PROTOTYPES", "class_counts",
+           "render_preview"]
 
 # Facial "action units" the renderer animates, and each emotion's apex in those units (the
 # FACS-like prototypes: happy = smile + cheek squint, surprise = raised brows + wide eyes + open jaw...).
@@ -51,6 +52,15 @@ PROTOTYPES = np.array([
 ASYMMETRIC_NOISE: Dict[str, str] = {
     "happy": "neutral", "sad": "neutral", "neutral": "sad", "angry": "disgust",
     "surprise": "fear", "disgust": "angry", "fear": "surprise",
+}
+
+# Class proportions in EMOTIONS order. "long_tail" follows DFEW's 7-class training data: disgust
+# 1.22% and fear 8.14% are the shares the paper gives (section IV-G); happy, sad, neutral, angry
+# and surprise split the rest in DFEW's order of frequency (rounded, approximate). Largest /
+# smallest = 18.9x, the rarest class being disgust.
+CLASS_DISTRIBUTIONS: Dict[str, Tuple[float, ...]] = {
+    "uniform": (1 / 7,) * 7,
+    "long_tail": (0.23, 0.18, 0.23, 0.155, 0.1114, 0.0122, 0.0814),
 }
 
 HARD_KINDS = ("low_intensity", "blend", "distractor")
@@ -87,6 +97,12 @@ class SyntheticDFER(Dataset):
         channels: 3 (RGB) or 1 (grayscale).
         seed: everything is drawn from it; two datasets with one seed are identical.
         cache: keep rendered videos in memory (each worker process has its own cache).
+        class_distribution: ``"uniform"`` (class counts differ by at most 1), ``"long_tail"``
+            (DFEW-like, :data:`CLASS_DISTRIBUTIONS`: 23% happy ... 1.22% disgust) or 7 proportions
+            in :data:`~rdfer.EMOTIONS` order; counts are exact (:func:`class_counts`).
+        key_window: ``(min, max)`` length of an ordinary video's key window as a fraction of
+            ``num_frames`` (default 30-55%); short windows in long videos leave a re-sampler room
+            to choose. Hard ``distractor`` videos keep 20-30%.
 
     Items: ``video`` uint8 ``(C, T, H, W)``, ``label`` (possibly noisy), ``index``, ``path``
     (``"synthetic/NNNNN"``), ``frame_index`` ``(T,)``, ``fps``, ``valid`` (always True), plus the
@@ -98,7 +114,9 @@ class SyntheticDFER(Dataset):
 
     def __init__(self, num_videos: int, num_frames: int = 16, image_size: int = 48, noise_rate: float = 0.0,
                  noise: str = "symmetric", hard_rate: float = 0.2, distractor_rate: float = 0.3, channels: int = 3,
-                 seed: int = 0, cache: bool = False, train: bool = False) -> None:
+                 seed: int = 0, cache: bool = False, train: bool = False,
+                 class_distribution: Union[str, Sequence[float]] = "uniform",
+                 key_window: Tuple[float, float] = (0.3, 0.55)) -> None:
         if num_videos < 1:
             raise ValueError(f"num_videos must be >= 1, got {num_videos}")
         if num_frames < 4:
@@ -112,6 +130,12 @@ class SyntheticDFER(Dataset):
             raise ValueError(f"noise must be 'symmetric' or 'asymmetric', got {noise!r}")
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
+        lo, hi = (float(v) for v in key_window)
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"key_window must be a (min, max) fraction of the video with 0 < min <= max <= 1, got {key_window}")
+        self.key_window_range = (lo, hi)
+        self.class_distribution = class_distribution
+        counts = class_counts(num_videos, class_distribution)
         self.num_videos, self.num_frames, self.image_size = int(num_videos), int(num_frames), int(image_size)
         self.noise_rate, self.noise, self.hard_rate, self.distractor_rate = noise_rate, noise, hard_rate, distractor_rate
         self.channels, self.seed, self.train = channels, int(seed), bool(train)
@@ -121,7 +145,9 @@ class SyntheticDFER(Dataset):
 
         k, n = len(EMOTIONS), self.num_videos
         rng = np.random.default_rng([self.seed, 0x5EED])
-        clean = rng.permutation(np.arange(n) % k)  # balanced: class counts differ by at most 1
+        # Uniform keeps the interleaved layout of earlier versions, so a seed gives the same videos.
+        layout = np.arange(n) % k if class_distribution == "uniform" else np.repeat(np.arange(k), counts)
+        clean = rng.permutation(layout)
         hard = np.zeros(n, dtype=bool)
         hard[rng.permutation(n)[: int(round(hard_rate * n))]] = True
         noisy = np.zeros(n, dtype=bool)
@@ -147,7 +173,8 @@ class SyntheticDFER(Dataset):
         rng = np.random.default_rng([self.seed, index])
         t, k = self.num_frames, len(EMOTIONS)
         hard_kind = str(rng.choice(HARD_KINDS)) if hard else ""
-        frac = rng.uniform(0.2, 0.3) if hard_kind == "distractor" else rng.uniform(0.3, 0.55)
+        # Hard "distractor" videos keep a short key window (20-30%) beside a long distractor.
+        frac = rng.uniform(0.2, 0.3) if hard_kind == "distractor" else rng.uniform(*self.key_window_range)
         length = int(np.clip(round(frac * t), 3, t))
         start = int(rng.integers(0, t - length + 1))
         intensity = rng.uniform(0.3, 0.45) if hard_kind == "low_intensity" else rng.uniform(0.8, 1.0)
@@ -213,10 +240,49 @@ class SyntheticDFER(Dataset):
 
     def extra_repr(self) -> str:
         return (f"num_videos={self.num_videos}, num_frames={self.num_frames}, image_size={self.image_size}, "
-                f"noise_rate={self.noise_rate}, noise={self.noise!r}, hard_rate={self.hard_rate}, seed={self.seed}")
+                f"noise_rate={self.noise_rate}, noise={self.noise!r}, hard_rate={self.hard_rate}, seed={self.seed}, "
+                f"class_distribution={self.class_distribution!r}, key_window={self.key_window_range}")
 
     def __repr__(self) -> str:
         return f"SyntheticDFER({self.extra_repr()})"
+
+
+def class_counts(num_videos: int, distribution: Union[str, Sequence[float]] = "uniform") -> np.ndarray:
+    """Exact per-class video counts for ``num_videos`` videos: ``(7,)`` ints summing to ``num_videos``.
+
+    ``distribution`` is a name from :data:`CLASS_DISTRIBUTIONS` or 7 non-negative proportions.
+    Counts follow the largest-remainder rule, and every class with a positive share gets at least
+    one video when ``num_videos >= 7`` (so a long tail never loses its rarest class).
+    """
+    k = len(EMOTIONS)
+    if isinstance(distribution, str):
+        if distribution not in CLASS_DISTRIBUTIONS:
+            raise ValueError(f"class_distribution must be one of {sorted(CLASS_DISTRIBUTIONS)} or {k} proportions, "
+                             f"got {distribution!r}")
+        distribution = CLASS_DISTRIBUTIONS[distribution]
+    p = np.asarray(distribution, dtype=np.float64)
+    if p.shape != (k,) or (p < 0).any() or p.sum() <= 0:
+        raise ValueError(f"class_distribution needs {k} non-negative proportions (EMOTIONS order), got {distribution!r}")
+    p = p / p.sum()
+    exact = p * num_videos
+    counts = np.floor(exact).astype(np.int64)
+    if num_videos >= k:
+        counts = np.maximum(counts, (p > 0).astype(np.int64))
+    # Hand out (or take back) the difference by largest remainder, taking only from classes above one.
+    order = np.argsort(-(exact - np.floor(exact)), kind="stable")
+    diff = num_videos - int(counts.sum())
+    i = 0
+    while diff > 0:
+        counts[order[i % k]] += 1
+        diff -= 1
+        i += 1
+    for j in np.argsort(-counts, kind="stable"):
+        if diff == 0:
+            break
+        take = min(-diff, int(counts[j]) - 1)
+        counts[j] -= take
+        diff += take
+    return counts
 
 
 # -- rendering ----------------------------------------------------------------------------------

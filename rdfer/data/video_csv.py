@@ -8,6 +8,8 @@ record; :class:`VideoCSV` reads the list from a CSV of your own videos. DFEW and
 from __future__ import annotations
 
 import csv
+import difflib
+import io
 import os
 import warnings
 from pathlib import Path
@@ -22,7 +24,7 @@ from .decode import BadInputWarning, Clip, Selector, UnreadableClip, bad_input_r
 from .emotions import EMOTIONS
 from .sampling import sample_indices
 
-__all__ = ["VideoListDataset", "VideoCSV", "read_csv_rows"]
+__all__ = ["VideoListDataset", "VideoCSV", "read_csv_rows", "read_utf8"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -132,14 +134,29 @@ class VideoListDataset(VideoItems):
         return f"{type(self).__name__}({self.extra_repr()})"
 
 
+def read_utf8(path: PathLike) -> str:
+    """The text of a UTF-8 file (a leading byte order mark, as Excel writes, is dropped).
+
+    Raises ValueError naming the file, the row (1-based line) and the offending byte otherwise,
+    where Python's own error names neither the file nor the line.
+    """
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        row = data[: err.start].count(b"\n") + 1
+        raise ValueError(f"{path}, row {row}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
+                         f"{err.start}); save the file as UTF-8") from None
+
+
 def read_csv_rows(csv_path: PathLike, required: Sequence[str]) -> Iterator[Tuple[int, Dict[str, str]]]:
     """Rows of a CSV with a header: ``(row number, {column: value})``, blank rows skipped.
 
     Column names are matched case-insensitively and stripped; the row number is the 1-based
-    line in the file (the header is row 1). Raises ValueError naming the file when a required
-    column is missing.
+    line in the file (the header is row 1). Raises ValueError naming the file (and row) when a
+    required column is missing or the file is not UTF-8 text.
     """
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's byte order mark
+    with io.StringIO(read_utf8(csv_path), newline="") as f:
         reader = csv.reader(f)
         header: Optional[List[str]] = None
         for row in reader:
@@ -182,7 +199,10 @@ class VideoCSV(VideoListDataset):
     2. Every label is one of :data:`~rdfer.EMOTIONS` (case-insensitive): the classes are the 7
        EMOTIONS in their order, so models stay compatible with DFEW-trained ones.
     3. Every label is an integer ``k >= 0``: the classes are ``"0" .. "max"`` and ``k`` is the class.
-    4. Otherwise the classes are the sorted unique label strings.
+    4. Some labels are EMOTIONS and others are not: an error naming the first other label's row
+       (most likely a typo, e.g. ``joyful``), with the nearest emotion. Pass ``classes`` when your
+       class set really is different.
+    5. No label is an emotion: the classes are the sorted unique label strings.
 
     Errors at construction name the CSV and row: missing column, unknown label, missing file or
     folder, no rows. Items: see :class:`VideoListDataset`.
@@ -215,6 +235,14 @@ class VideoCSV(VideoListDataset):
                 classes = list(EMOTIONS)
             elif all(i is not None and i >= 0 for i in ints):
                 classes = [str(k) for k in range(max(ints) + 1)]  # type: ignore[type-var]
+            elif any(x.lower() in EMOTIONS for x in names):
+                # A typo must not quietly make an 8th class and reorder the other 7.
+                row_no, label = next((r, x) for r, _, x in rows if x.lower() not in EMOTIONS)
+                near = difflib.get_close_matches(label.lower(), EMOTIONS, n=1, cutoff=0.5)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise ValueError(f"{csv_path}, row {row_no}: label {label!r} is not one of the emotions "
+                                 f"{list(EMOTIONS)}{hint}, while other rows use them; fix the label, or give "
+                                 f"the full class list (rdfer train csv --classes A,B,...)")
             else:
                 classes = sorted(set(names))
         classes = [str(c) for c in classes]

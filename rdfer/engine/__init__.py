@@ -3,6 +3,7 @@
 from .checkpoint import CheckpointError, load_model, load_weights, read_model_config, save_model
 from .config import TrainConfig
 from .metrics import classification_metrics, confusion_matrix, mean_std
+from .rundir import RunFolderError
 
 __all__ = [
     "TrainConfig",
@@ -18,6 +19,7 @@ __all__ = [
     "load_weights",
     "read_model_config",
     "CheckpointError",
+    "RunFolderError",
 ]
 
 

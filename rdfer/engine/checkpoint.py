@@ -13,6 +13,7 @@ half-written checkpoint where a complete one is expected.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -34,7 +35,9 @@ __all__ = [
     "save_training_checkpoint",
     "latest_checkpoint",
     "load_training_state",
+    "clean_stale_temporaries",
     "CheckpointError",
+    "DiskFullError",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -43,6 +46,32 @@ MODEL_FILE, STATE_FILE = "model.safetensors", "state.pt"
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used for what was asked (other model, not rdfer, damaged)."""
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    # torch.save to a path and safetensors report a failed write in their own words.
+    text = str(exc)
+    return "No space left" in text or "os error 28" in text or "unexpected pos" in text
+
+
+class DiskFullError(OSError):
+    """A write failed because the file system is full; the message names the file."""
+
+
+def _disk_full_error(exc: BaseException, path: PathLike) -> OSError:
+    """A short ENOSPC error naming the file, for a write that failed because the disk is full."""
+    target = Path(path)
+    existing = next((p for p in target.parents if p.exists()), Path("."))
+    try:
+        free = shutil.disk_usage(existing).free
+        where = f" ({free / 2**20:.1f} MiB free on that file system)"
+    except OSError:
+        where = ""
+    return DiskFullError(errno.ENOSPC, f"no space left on device while writing {target}{where}; the file was not "
+                   f"written and earlier files are intact. Free some space (or choose another --out) and run again",
+                   str(target))
 
 
 @contextlib.contextmanager
@@ -58,8 +87,10 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         yield Path(tmp)
         _plain_permissions(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if _is_disk_full(exc):
+            raise _disk_full_error(exc, path) from exc
         raise
 
 
@@ -112,13 +143,33 @@ def save_model(model: nn.Module, path: PathLike, extra_metadata: Optional[Dict[s
 def _model_file(path: PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
-        for candidate in (path / MODEL_FILE, *sorted(path.glob("**/" + MODEL_FILE), reverse=True)):
-            if candidate.is_file():
-                return candidate
+        if (path / MODEL_FILE).is_file():
+            return path / MODEL_FILE
+        # A run folder without a final model (stopped early): its newest epoch checkpoint. Never
+        # a guess among several runs (a parent folder), nor a file in a hidden temporary folder.
+        found = [p for p in path.glob("**/" + MODEL_FILE)
+                 if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+        runs = sorted({_run_of(p) for p in found})
+        if len(runs) > 1:
+            listed = ", ".join(str(r) for r in runs[:6]) + (f" ... ({len(runs)} in all)" if len(runs) > 6 else "")
+            raise FileNotFoundError(f"{path} holds several runs ({listed}); give one of them, or its "
+                                    f"{MODEL_FILE}, as the checkpoint")
+        if found:
+            return sorted(found)[-1]
         raise FileNotFoundError(f"no {MODEL_FILE} in {path}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     return path
+
+
+def _run_of(file: Path) -> Path:
+    """The run folder a model file belongs to: the folder above ``checkpoints/`` or ``best_val/``."""
+    parent = file.parent
+    if parent.parent.name == "checkpoints":
+        return parent.parent.parent
+    if parent.name == "best_val":
+        return parent.parent
+    return parent
 
 
 def read_metadata(path: PathLike) -> Dict[str, str]:
@@ -219,13 +270,18 @@ def save_training_checkpoint(run_dir: PathLike, epoch: int, model: nn.Module, st
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".epoch_{epoch:04d}."))
     try:
         save_model(model, tmp / MODEL_FILE, {**(metadata or {}), "epoch": str(epoch)})
-        torch.save(state, tmp / STATE_FILE)
+        # Through a Python file: a full disk is then an OSError, not torch's "unexpected pos".
+        with open(tmp / STATE_FILE, "wb") as f:
+            torch.save(state, f)
         _plain_permissions(tmp, directory=True)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if _is_disk_full(exc):
+            name = Path(exc.filename).name if isinstance(exc, DiskFullError) else STATE_FILE
+            raise _disk_full_error(exc, final / name) from exc
         raise
     for old in sorted(p for p in root.glob("epoch_*") if p.is_dir())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -241,8 +297,33 @@ def latest_checkpoint(run_dir: PathLike) -> Optional[Path]:
 
 def load_training_state(checkpoint_dir: PathLike) -> Dict[str, Any]:
     """The training state of a checkpoint folder, loaded with ``weights_only=True``."""
+    import pickle
+
     path = Path(checkpoint_dir) / STATE_FILE
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message advises weights_only=False; for a file that is not ours that is the
+        # one thing not to do, so say what it is instead.
+        raise CheckpointError(f"{path} is not an rdfer training state: it holds Python objects other than "
+                              f"tensors and plain containers, which rdfer refuses to load (nothing in it was "
+                              f"run). Resume from a checkpoint folder written by rdfer train") from None
     except Exception as err:
-        raise CheckpointError(f"cannot read training state {path}: {err}") from err
+        raise CheckpointError(f"cannot read training state {path}: {type(err).__name__}: {err}") from err
+
+
+def clean_stale_temporaries(run_dir: PathLike) -> int:
+    """Remove the hidden temporaries a killed writer left in a run folder (``.epoch_NNNN.*``
+    checkpoint folders, ``.name.*.tmp`` files); returns how many. Call only while holding the
+    run's lock: a live writer's temporaries look the same."""
+    run_dir = Path(run_dir)
+    removed = 0
+    stale = list((run_dir / "checkpoints").glob(".epoch_*")) + [
+        p for d in (run_dir, run_dir / "best_val", run_dir / "tensorboard") for p in d.glob(".*.tmp")]
+    for p in stale:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed += 1
+    return removed

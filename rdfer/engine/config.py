@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
-__all__ = ["TrainConfig", "load_yaml_config", "config_to_yaml"]
+__all__ = ["TrainConfig", "load_yaml_config", "config_to_yaml", "default_workers", "RESUMABLE_CHANGES", "RECIPES",
+           "default_recipe"]
+
+#: Starting values of ``rdfer train`` before the YAML file and the flags. ``paper``: the
+#: dataclass defaults (section IV-B: 100 epochs, 64 frames of 112 px, batch 128), hours on a GPU.
+#: ``cpu``: the demo's sizes, so ``rdfer train synthetic`` finishes in minutes on 2 CPU cores.
+RECIPES: Dict[str, Dict[str, Any]] = {
+    "paper": {},
+    "cpu": dict(num_frames=16, image_size=32, synthetic_train=1200, synthetic_test=600, epochs=14,
+                warmup_epochs=3, batch_size=32, lr=2e-3, min_lr=2e-5, workers=0, augment=False),
+}
+
+
+def default_recipe(dataset: str) -> str:
+    """``cpu`` for the built-in synthetic set (no GPU assumed), ``paper`` for real datasets."""
+    return "cpu" if dataset == "synthetic" else "paper"
+
+
+def default_workers() -> int:
+    """DataLoader workers by default: one per available core, at most 4."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cores))
 
 
 @dataclass
@@ -27,6 +49,7 @@ class TrainConfig:
     noise_rate: float = 0.0  # synthetic: injected label noise in the training set
     noise: str = "symmetric"
     val_fraction: float = 0.0  # carve a validation split from train, for model selection
+    classes: Optional[List[str]] = None  # csv: the class names, in order (default: from the labels)
     # -- model ---------------------------------------------------------------------------
     model: Optional[str] = None  # a preset (rdfer.list_models()); or give `backbone`
     backbone: Optional[str] = None  # a registry backbone wrapped with the paper's defaults
@@ -57,15 +80,17 @@ class TrainConfig:
     augment: bool = True
     amp: bool = False  # bf16 autocast, CUDA only
     device: str = "auto"
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)  # min(4, available cores)
     seed: int = 0
     deterministic: bool = False
     # -- output --------------------------------------------------------------------------
     out: str = "runs/rdfer"
     resume: bool = False
+    overwrite: bool = False  # a fresh run into a folder holding a run: move the old run aside
     keep_checkpoints: int = 2
     eval_test_every: int = 0  # >0: also evaluate on the test split every N epochs (monitoring only)
     progress: bool = True
+    verbose: bool = False  # also print the per-epoch lines of train.log on the terminal
     max_bad_steps: int = 5  # consecutive non-finite losses tolerated (skipped) before stopping
     stop_after: Optional[int] = None  # end this invocation after N epochs (time-boxed jobs); --resume continues
 
@@ -84,6 +109,13 @@ class TrainConfig:
         return cls(**values)
 
 
+# Options a --resume may change: where and how the run executes, not what it computes.
+RESUMABLE_CHANGES = frozenset({
+    "out", "resume", "overwrite", "stop_after", "progress", "verbose", "workers", "device", "eval_test_every",
+    "keep_checkpoints", "max_bad_steps",
+})
+
+
 def load_yaml_config(path: Union[str, Path]) -> Dict[str, Any]:
     """Read a YAML file of :class:`TrainConfig` fields (dashes or underscores)."""
     import yaml
@@ -91,11 +123,20 @@ def load_yaml_config(path: Union[str, Path]) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    from ..data.video_csv import read_utf8
+
+    try:
+        # safe_load: tags such as !!python/object are refused, never constructed.
+        data = yaml.safe_load(read_utf8(path)) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not a plain YAML mapping of options ({' '.join(str(err).split())})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of options, found {type(data).__name__}")
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
-    TrainConfig.from_dict(data)  # validates the names, naming the file on error below
+    try:
+        TrainConfig.from_dict(data)  # validates the names
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from None
     return data
 
 

@@ -54,7 +54,7 @@ def build_datasets(cfg: TrainConfig) -> Tuple[Dataset, Dataset, List[str]]:
     elif kind == "csv":
         train_csv = _existing(_need(cfg.train_source, "--train A.csv", kind), "train CSV")
         test_csv = _existing(_need(cfg.test_source, "--test B.csv", kind), "test CSV")
-        train = data.VideoCSV(train_csv, train=True, **common)
+        train = data.VideoCSV(train_csv, train=True, classes=cfg.classes, **common)
         test = data.VideoCSV(test_csv, train=False, classes=train.classes, **common)
     elif kind == "packed":
         train_dir = _existing(_need(cfg.train_source, "--train PACK_DIR", kind), "train pack")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -15,7 +15,7 @@ from .checkpoint import atomic_path
 from .distributed import all_gather_objects
 from .metrics import classification_metrics
 
-__all__ = ["Predictions", "run_inference", "evaluate", "write_confusion"]
+__all__ = ["Predictions", "run_inference", "evaluate", "write_confusion", "progress_bar"]
 
 
 @dataclass
@@ -44,6 +44,22 @@ class Predictions:
         return int(self.index.numel())
 
 
+def progress_bar(loader: Iterable, **kwargs):
+    """A tqdm bar over one pass of ``loader``.
+
+    The iterator is made here, once: ``tqdm.auto``'s asyncio class calls ``iter()`` on what it
+    is given in its constructor and again when iterated, and each ``iter()`` of a DataLoader
+    with workers starts a new set of worker processes that prefetch batches.
+    """
+    from tqdm.auto import tqdm
+
+    try:
+        total = len(loader)  # type: ignore[arg-type]
+    except TypeError:  # an iterable-style dataset without a length
+        total = None
+    return tqdm(iter(loader), total=total, **kwargs)
+
+
 @torch.no_grad()
 def run_inference(
     model: nn.Module,
@@ -56,8 +72,6 @@ def run_inference(
     """Run ``model`` in eval mode over ``loader``; samples with ``valid=False`` are excluded and
     listed. Under torchrun each process runs its shard and the results are merged (duplicates
     that DistributedSampler pads with are dropped by index)."""
-    from tqdm.auto import tqdm
-
     was_training = model.training
     model.eval()
     keys = ("index", "labels", "logits", "clip_logits", "features", "positions", "frame_index")
@@ -65,7 +79,7 @@ def run_inference(
     paths: List[str] = []
     invalid: List[str] = []
     try:
-        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        for batch in progress_bar(loader, desc=desc, disable=not progress, leave=False):
             valid = torch.as_tensor(batch["valid"], dtype=torch.bool)
             batch_paths = list(batch["path"])
             invalid += [p for p, ok in zip(batch_paths, valid.tolist()) if not ok]

@@ -6,7 +6,18 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["confusion_matrix", "war_uar", "classification_metrics", "mean_std"]
+__all__ = ["confusion_matrix", "war_uar", "classification_metrics", "mean_std", "window_iou"]
+
+
+def window_iou(positions: torch.Tensor, key_windows: torch.Tensor) -> torch.Tensor:
+    """Temporal IoU of the span read, ``[min p, max p + 1)``, with true key windows ``[start, end)``.
+
+    ``positions`` (B, n) frame positions; ``key_windows`` (B, 2) in frames. Returns (B,).
+    """
+    lo, hi = positions.min(dim=1).values, positions.max(dim=1).values + 1
+    start, end = key_windows[:, 0].to(lo.dtype), key_windows[:, 1].to(lo.dtype)
+    inter = (torch.minimum(hi, end) - torch.maximum(lo, start)).clamp(min=0)
+    return inter / (torch.maximum(hi, end) - torch.minimum(lo, start))
 
 
 def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:

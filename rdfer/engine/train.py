@@ -34,7 +34,7 @@ from .checkpoint import (
 from .config import TrainConfig, config_to_yaml
 from .datasets import build_datasets, dataset_labels, split_validation
 from .distributed import DistInfo, all_agree, barrier, init_distributed, is_main
-from .evaluate import evaluate, run_inference, write_confusion
+from .evaluate import evaluate, progress_bar, run_inference, write_confusion
 from .metrics import classification_metrics, confusion_matrix, war_uar
 
 __all__ = ["train", "build_model", "make_loader", "batch_transform", "seed_everything"]
@@ -53,6 +53,8 @@ def build_model(cfg: TrainConfig, num_classes: int) -> RDFER:
     if cfg.model and cfg.backbone:
         raise ValueError("give either a preset (--model) or a backbone (--backbone), not both")
     if cfg.backbone:
+        if cfg.backbone.startswith("timm/"):  # build timm transformers for the frame size trained at
+            opts["backbone_kwargs"] = {"image_size": cfg.image_size, **(opts.get("backbone_kwargs") or {})}
         return wrap_with_rdfer(cfg.backbone, num_classes=num_classes, pretrained=cfg.pretrained, **opts)
     if cfg.pretrained:
         opts["pretrained"] = cfg.pretrained
@@ -118,6 +120,7 @@ class _History:
         cols = sorted({k for r in self.rows for k in r if not isinstance(r[k], (dict, list))})
         lines = [",".join(cols)] + [",".join("" if r.get(c) is None else str(r.get(c)) for c in cols) for r in self.rows]
         atomic_write_text(self.run_dir / "metrics.csv", "\n".join(lines) + "\n")
+        atomic_write_text(self.run_dir / "train.log", "".join(epoch_line(r) + "\n" for r in self.rows))
         if self.tb is not None:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and k != "epoch":
@@ -140,8 +143,59 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     Writes ``config.yaml``, ``metrics.{jsonl,csv}``, ``checkpoints/epoch_NNNN/``,
     ``model.safetensors`` (last epoch), ``results.json``, ``confusion.{csv,png}``,
     ``train_flags.csv`` and ``bad_samples.txt`` (when any sample was unreadable).
+
+    The run folder is locked for the whole run (a second writer is refused); a fresh run into a
+    folder that holds a run is refused unless ``cfg.overwrite`` (the old run is moved aside),
+    and ``cfg.resume`` must not change what the run computes (see :mod:`rdfer.engine.rundir`).
     """
     dist_info = init_distributed(cfg.device)
+    _check_options(cfg)
+    existed = Path(cfg.out).exists()
+    lock = _claim_run_folder(cfg)
+    try:
+        return _train(cfg, dist_info)
+    finally:
+        if lock is not None:
+            lock.release()
+            if not existed and not any(Path(cfg.out).iterdir()):
+                Path(cfg.out).rmdir()  # failed before writing anything: leave no empty folder behind
+
+
+def _check_options(cfg: TrainConfig) -> None:
+    """Option errors that need no data or model, before anything is written."""
+    if cfg.epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {cfg.epochs}")
+    if cfg.stop_after is not None and cfg.stop_after < 1:
+        raise ValueError(f"--stop-after must be >= 1, got {cfg.stop_after}")
+    if cfg.workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {cfg.workers}")
+    try:
+        str(cfg.out).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"--out {cfg.out!r} is not valid UTF-8 (TensorBoard and the YAML config cannot "
+                         f"store it); choose a folder name in UTF-8") from None
+
+
+def _claim_run_folder(cfg: TrainConfig):
+    """Lock ``cfg.out`` and check it may hold this run (main process); every process learns
+    whether that worked, so none waits on a peer that stopped."""
+    from .rundir import RunFolderError, RunLock, prepare_run_folder
+
+    lock, error = None, None
+    if is_main():
+        lock = RunLock(cfg.out)
+        try:
+            lock.acquire()
+            prepare_run_folder(cfg)
+        except BaseException as exc:
+            lock.release()
+            lock, error = None, exc
+    if not all_agree(error is None):
+        raise error if error is not None else RunFolderError(f"the main process could not use {cfg.out}")
+    return lock
+
+
+def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
     world = dist_info.world_size
     if cfg.batch_size % world:
         raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
@@ -229,7 +283,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         train_loader.generator.manual_seed(cfg.seed + epoch)
         flags_in_effect = criterion.flags.clone() if (criterion.active and criterion.scope == "epoch") else None
         stats = _train_one_epoch(net, model, criterion, optimizer, scheduler, train_loader, train_tf, device,
-                                 cfg, epoch, num_updates, autocast, bad_paths, num_classes)
+                                 cfg, epoch, num_updates, autocast, bad_paths, num_classes,
+                                 estimate_epochs=last_epoch - epoch if epoch == start_epoch else 0)
         num_updates = stats.pop("num_updates")
         batch_flags = (stats.pop("batch_hard"), stats.pop("batch_noisy"))
         criterion.step_epoch()
@@ -256,9 +311,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                 "scheduler": scheduler.state_dict(), "criterion": criterion.state_dict(),
                 "history": history.rows, "best_val": best_val,
             }, keep=cfg.keep_checkpoints, metadata=meta)
-            if cfg.progress:
-                msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
-                print(msg, flush=True)
+            if cfg.verbose:  # quiet by default: the same line is in train.log
+                print(epoch_line(row), flush=True)
         barrier()
     history.close()
     if last_epoch < cfg.epochs:
@@ -271,10 +325,30 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     return results
 
 
-def _train_one_epoch(net, model, criterion, optimizer, scheduler, loader, transform, device, cfg, epoch,
-                     num_updates, autocast, bad_paths, num_classes) -> Dict[str, Any]:
-    from tqdm.auto import tqdm
+def epoch_line(row: Dict[str, Any]) -> str:
+    """One ``key=value`` line per epoch, as in ``train.log``."""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
 
+
+# Steps timed for the run-time estimate; the first step (allocations, thread pools) is not timed.
+_ESTIMATE_STEPS = 3
+_ESTIMATE_MIN_SECONDS = 60.0  # shorter runs print no estimate
+
+
+def time_estimate(epochs: int, steps_per_epoch: int, seconds_per_step: float) -> str:
+    """The one-line run-time estimate printed after the first steps of a run."""
+    total = epochs * steps_per_epoch * seconds_per_step
+    human = f"{total / 3600:.1f} h" if total >= 3600 else f"{total / 60:.1f} min"
+    text = (f"estimated training time: {epochs} epochs x {steps_per_epoch} steps x {seconds_per_step:.2f} s/step "
+            f"= {human} (evaluation not included)")
+    if total >= 1800:
+        text += ("; a long run: fewer --epochs, --num-frames or --image-size shorten it, and --stop-after N with "
+                 "--resume splits it")
+    return text
+
+
+def _train_one_epoch(net, model, criterion, optimizer, scheduler, loader, transform, device, cfg, epoch,
+                     num_updates, autocast, bad_paths, num_classes, estimate_epochs: int = 0) -> Dict[str, Any]:
     net.train()
     total_loss, seen, excluded, bad_steps, consecutive_bad = 0.0, 0, 0, 0, 0
     preds: List[torch.Tensor] = []
@@ -283,9 +357,18 @@ def _train_one_epoch(net, model, criterion, optimizer, scheduler, loader, transf
     show_bar = cfg.progress and is_main()
     running_cm = torch.zeros(num_classes, num_classes, dtype=torch.long)  # for the progress bar only
     t0 = time.time()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show_bar, leave=False)
+    bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show_bar, leave=False)
     optimizer.zero_grad(set_to_none=True)
+    t_first = None
     for step, batch in enumerate(bar):
+        if estimate_epochs and is_main() and step in (1, 1 + _ESTIMATE_STEPS):
+            # Measured on this machine before the long part: nobody waits 8 hours by accident.
+            if step == 1:
+                t_first = time.time()
+            else:
+                per_step = (time.time() - t_first) / _ESTIMATE_STEPS
+                if estimate_epochs * len(loader) * per_step >= _ESTIMATE_MIN_SECONDS:
+                    bar.write(time_estimate(estimate_epochs, len(loader), per_step))
         valid = torch.as_tensor(batch["valid"], dtype=torch.bool)
         paths = [p for p, ok in zip(batch["path"], valid.tolist()) if ok]
         if not valid.all():
@@ -311,8 +394,12 @@ def _train_one_epoch(net, model, criterion, optimizer, scheduler, loader, transf
                    f"step {step + 1}; the step was skipped. "
                    f"Samples in the batch: {_describe(paths)}")
             if consecutive_bad >= cfg.max_bad_steps:
-                raise FloatingPointError(msg + f". {consecutive_bad} bad steps in a row: stopping; the last "
-                                         f"checkpoint in {cfg.out}/checkpoints is intact.")
+                last = latest_checkpoint(cfg.out)
+                kept = (f"the last checkpoint, {last}, is intact (--resume continues from it; try a lower --lr "
+                        f"or --grad-clip)" if last is not None else
+                        f"no checkpoint was written yet (it stopped in epoch {epoch + 1}); try a lower --lr or "
+                        f"--grad-clip")
+                raise FloatingPointError(msg + f". {consecutive_bad} bad steps in a row: stopping; {kept}.")
             warnings.warn(msg)
             continue
         consecutive_bad = 0

@@ -1,6 +1,6 @@
 """Inference on real videos (face detection, prediction) and export."""
 
 from .export import export_model
-from .predict import UnreadableVideo, VideoPrediction, predict_video, read_video
+from .predict import UnreadableVideo, VideoPrediction, predict_video, read_video, scan_video
 
-__all__ = ["predict_video", "VideoPrediction", "read_video", "UnreadableVideo", "export_model"]
+__all__ = ["predict_video", "VideoPrediction", "read_video", "UnreadableVideo", "export_model", "scan_video"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Union
 
@@ -11,7 +13,27 @@ import torch.nn as nn
 
 from ..model.rdfer import RDFEROutput
 
-__all__ = ["export_model"]
+__all__ = ["export_model", "HARMLESS_EXPORT_WARNINGS"]
+
+#: Warnings that tracing rdfer's model always raises and that do not make the export wrong, as
+#: (category, message regex, module regex). Each is checked by tests/test_inference.py, which
+#: compares both exports with PyTorch at another batch size than the one traced:
+HARMLESS_EXPORT_WARNINGS = (
+    # The re-sampler reads T (fixed at export by design) as a Python number: a constant is right.
+    (torch.jit.TracerWarning, r"Converting a tensor to a Python (boolean|float|integer|number)", r"rdfer\.model\.sampler"),
+    # The LSTMs start from zero states, which ONNX builds for any batch size (batch 3 is tested).
+    (UserWarning, r"Exporting a model to ONNX with a batch_size other than 1", r""),
+    # torch's deprecation notices for torch.jit.trace / save, the exporter rdfer uses on purpose.
+    (FutureWarning, r"`torch\.jit\.\w+` is deprecated", r""),
+)
+
+
+@contextmanager
+def _without_harmless_warnings():
+    with warnings.catch_warnings():
+        for category, message, module in HARMLESS_EXPORT_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category, module=module)
+        yield
 
 
 def export_model(
@@ -26,14 +48,20 @@ def export_model(
 
     The batch axis is dynamic; ``num_frames`` and the frame size are fixed at export (the
     re-sampler's arithmetic depends on T). Outputs keep :class:`RDFEROutput`'s field order.
-    ONNX uses the TorchScript-based exporter (opset 17), which needs no extra package.
+    ONNX uses the TorchScript-based exporter (opset 17); it needs the ``onnx`` package
+    (``pip install 'rdfer[export]'``). The tracer warnings listed in
+    :data:`HARMLESS_EXPORT_WARNINGS` are silenced; any other warning is shown.
     """
+    if fmt == "onnx":
+        from ..extras import require_extra
+
+        require_extra("export", "ONNX export", ("onnx",))  # torch's own message does not name the package
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     example = torch.zeros(1, channels, num_frames, image_size, image_size, device=next(model.parameters()).device)
     tmp = path.with_name(f".{path.name}.tmp")
-    with torch.no_grad():
+    with torch.no_grad(), _without_harmless_warnings():
         if fmt == "onnx":
             torch.onnx.export(
                 model, (example,), str(tmp), dynamo=False, opset_version=17, input_names=["video"],

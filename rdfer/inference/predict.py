@@ -6,13 +6,16 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["VideoPrediction", "UnreadableVideo", "read_video", "predict_video", "predict_frames"]
+if TYPE_CHECKING:
+    from .faces import FaceTrack
+
+__all__ = ["VideoPrediction", "UnreadableVideo", "read_video", "predict_video", "predict_frames", "scan_video"]
 
 # Exit codes of `rdfer predict`, documented in its --help.
 EXIT_OK, EXIT_NO_FACE, EXIT_UNREADABLE = 0, 3, 4
@@ -58,12 +61,25 @@ class UnreadableVideo(ValueError):
     """A video file that cannot be opened or decoded; the message says why."""
 
 
+# `rdfer predict` reads local files only: a URL would make FFmpeg fetch it over the network.
+URL_REFUSED = "URLs are not supported: rdfer predict reads local files only; download the video first"
+
+
+def is_url(path: Union[str, Path]) -> bool:
+    """True for ``scheme://...`` (http, https, rtsp, ftp, ...), which FFmpeg would open over the network."""
+    import re
+
+    return isinstance(path, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path) is not None
+
+
 @contextmanager
 def _video_frames(path: Union[str, Path]) -> Iterator[Tuple[Iterator, float]]:
     """``with _video_frames(path) as (frames, fps)``: PyAV frames of the first video stream, and its
     average frame rate (NaN when unknown). Any decoder error becomes :class:`UnreadableVideo`."""
     import av
 
+    if is_url(path):  # FFmpeg would fetch it: rdfer stays offline on purpose
+        raise UnreadableVideo(URL_REFUSED)
     try:
         container = av.open(str(path))
     except Exception as err:
@@ -97,18 +113,36 @@ def read_video(path: Union[str, Path]) -> Tuple[List[np.ndarray], float]:
         return [frame.to_ndarray(format="rgb24") for frame in frames], fps
 
 
-def _scan(path: str, detector: Optional[Callable], stride: int) -> Tuple[int, float, Optional[np.ndarray]]:
-    """First pass: the frame count, the frame rate and, with a detector, (n, 4) boxes (NaN where
-    no face was found or the frame was not examined). No frame is kept."""
-    from .faces import detect_boxes
+def scan_video(path: Union[str, Path], detector: Optional[Callable] = None, stride: int = 8) -> Tuple[int, float, Optional["FaceTrack"]]:
+    """The first pass of :func:`predict_video`: the frame count, the frame rate and, with a
+    ``detector``, the face track of every ``stride``-th frame (:func:`rdfer.inference.faces.track_boxes`;
+    boxes in full-frame pixels). Raises :class:`UnreadableVideo`.
+
+    No frame is kept beyond the tracker's window, and only the examined frames are converted
+    to RGB: at the detector's working size when it declares one (``max_side``), by FFmpeg's
+    scaler, so a full-size RGB frame is never built for detection."""
+    from .faces import track_boxes
 
     with _video_frames(path) as (frames, fps):
-        if detector is None:
+        if detector is None:  # only the frame count
             return sum(1 for _ in frames), fps, None
-        # Only the examined frames are converted to RGB.
-        rgb = (f.to_ndarray(format="rgb24") if k % stride == 0 else None for k, f in enumerate(frames))
-        boxes = detect_boxes(rgb, detector, stride)
-    return len(boxes), fps, boxes
+        max_side = getattr(detector, "max_side", None)
+        scale: List[float] = []  # full-size / converted size, set by the first conversion
+
+        def rgb(frame) -> np.ndarray:
+            w, h = frame.width, frame.height
+            s = min(1.0, max_side / max(w, h)) if max_side else 1.0
+            if s < 1.0:
+                dw, dh = max(1, round(w * s)), max(1, round(h * s))
+                scale[:] = [w / dw, h / dh]
+                return frame.to_ndarray(format="rgb24", width=dw, height=dh)
+            scale[:] = [1.0, 1.0]
+            return frame.to_ndarray(format="rgb24")
+
+        track = track_boxes(((lambda f=f: rgb(f)) for f in frames), detector, stride)
+    if scale:  # boxes back to full-frame pixels
+        track.boxes *= np.array([scale[0], scale[1], scale[0], scale[1]])
+    return len(track.boxes), fps, track
 
 
 def _read_clip(path: str, idx: np.ndarray, boxes: Optional[np.ndarray], size: int) -> np.ndarray:
@@ -168,7 +202,7 @@ def predict_video(
     num_frames: Optional[int] = None,
     image_size: Optional[int] = None,
     detector: Union[str, Callable, None] = "haar",
-    detect_stride: int = 1,
+    detect_stride: int = 8,
     device: Union[str, torch.device] = "cpu",
 ) -> VideoPrediction:
     """Predict the emotion of one video file.
@@ -179,7 +213,9 @@ def predict_video(
         class_names / num_frames / image_size: default to what the model was trained with.
         detector: ``"haar"`` (OpenCV, offline), a callable ``RGB frame -> box or None``, or None
             when the video is already cropped to the face (``--no-detect``).
-        detect_stride: run the detector on every n-th frame (boxes in between are interpolated).
+        detect_stride: run the detector on every n-th frame and interpolate the boxes in between;
+            where the box jumps or a face appears or disappears, every frame in between is
+            examined (:func:`rdfer.inference.faces.track_boxes`). 1 examines every frame.
 
     Frames without a face inside a video get an interpolated box and are listed; a video with
     no face at all returns ``status="no_face"`` instead of raising.
@@ -197,19 +233,19 @@ def predict_video(
     # Two decoding passes keep memory bounded by the sampled frames, whatever the video's length
     # or resolution: the first counts frames and finds faces, the second keeps the sampled frames.
     try:
-        n, fps, boxes = _scan(path, det, stride)
+        n, fps, track = scan_video(path, det, stride)
     except UnreadableVideo as err:  # a broken file is a per-video result, not a crash of the batch
         return VideoPrediction(path, "unreadable", str(err))
     if n == 0:
         return VideoPrediction(path, "unreadable", "the file has no decodable frame")
     missing: List[int] = []
-    if boxes is not None:
-        found = ~np.isnan(boxes[:, 0])
-        missing = [k for k in range(0, n, stride) if not found[k]]
-        if not found.any():
+    boxes = None
+    if track is not None:
+        missing = track.frames_without_face
+        if not track.has_face.any():
             return VideoPrediction(path, "no_face", "no face found in any frame", fps=fps, num_frames=n,
                                    frames_without_face=missing)
-        boxes = fill_and_smooth(boxes)
+        boxes = fill_and_smooth(track.boxes)
     loaded = np.asarray(eval_indices(n, num_frames)).astype(int)
     try:
         clip = _read_clip(path, loaded, boxes, image_size)

@@ -32,6 +32,9 @@ class RDFEROutput(NamedTuple):
     delta: torch.Tensor  # (B,) stride between recognised frames, in loaded-frame units
     features: torch.Tensor  # (B, d) fused dual-stream feature f (before the summary is appended)
     positions: torch.Tensor  # (B, n_clips*clip_len) the frame positions read, in [0, T-1]
+    # (B, G, K) the "saliency" locator's per-glimpse class logits (trained by the loss's
+    # multiple-instance term); (B, 0, K) for the other locators and without re-sampling.
+    glimpse_logits: torch.Tensor
 
 
 class RDFERPrediction(NamedTuple):
@@ -55,6 +58,8 @@ DEFAULT_CONFIG: Dict[str, Any] = dict(
     sequence_model="bilstm",
     fusion="sum",
     delta_min_frac=0.25,
+    locator="mean",
+    locator_grad=True,
     sampling="linear",
     resample=True,
     summary=True,
@@ -84,6 +89,8 @@ class RDFER(nn.Module):
         sequence_model: Union[str, Callable[[int], nn.Module]] = "bilstm",
         fusion: str = "sum",
         delta_min_frac: float = 0.25,
+        locator: str = "mean",
+        locator_grad: bool = True,
         sampling: str = "linear",
         resample: bool = True,
         summary: bool = True,
@@ -104,7 +111,8 @@ class RDFER(nn.Module):
             if detector is None:
                 raise ValueError("resample=True needs a detector")
             self.sampler: Optional[KeyExpressionSampler] = KeyExpressionSampler(
-                detector, n, num_glimpses, summary_dim, summary, delta_min_frac
+                detector, n, num_glimpses, summary_dim, summary, delta_min_frac,
+                locator=locator, num_classes=num_classes, locator_grad=locator_grad,
             )
         else:
             self.sampler = None  # no detector, hence no global summary either (Table III)
@@ -138,7 +146,10 @@ class RDFER(nn.Module):
         f, clip_tokens = self.temporal(self.proj(tokens))
         clip_logits = self.clip_head(clip_tokens)
         z = f if where.summary is None else torch.cat([f, where.summary], dim=-1)
-        return RDFEROutput(self.classifier(z), clip_logits, where.mu, where.delta, f, where.positions)
+        glimpse_logits = where.glimpse_logits
+        if glimpse_logits is None:
+            glimpse_logits = clip_logits.new_zeros(b, 0, self.num_classes)
+        return RDFEROutput(self.classifier(z), clip_logits, where.mu, where.delta, f, where.positions, glimpse_logits)
 
     @torch.no_grad()
     def predict(self, video: torch.Tensor) -> RDFERPrediction:
@@ -182,7 +193,8 @@ def wrap_with_rdfer(
         **config: overrides of :data:`DEFAULT_CONFIG` -- ``num_glimpses=16``, ``n_clips=4``,
             ``clip_len=4``, ``detector="tiny_cnn"`` (a frame-level registry name or a module),
             ``summary_dim=128``, ``d_model=512``, ``sequence_model="bilstm"``, ``fusion="sum"``,
-            ``delta_min_frac=0.25``, ``sampling="linear"``, and the Table III switches
+            ``delta_min_frac=0.25``, ``locator="mean"`` (``"map"``, ``"saliency"``: see
+            :mod:`rdfer.model.sampler`), ``locator_grad=True``, ``sampling="linear"``, and the Table III switches
             ``resample``, ``summary``, ``dual_stream``, ``hierarchical`` (all True).
 
     Returns:

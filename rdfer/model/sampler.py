@@ -2,17 +2,32 @@
 
 A tiny frame encoder glances at ``num_glimpses`` uniformly spread frames of the whole video and
 predicts where the expression is (a centre and a stride); the recognizer then reads ``n`` frames
-there, by linear interpolation along time so that the location is learnt end to end.
+there, by linear interpolation along time so that the location can be learnt end to end.
+
+Three locators turn the glimpse features into a window (``locator=``):
+
+* ``"mean"``: ``F_d`` on the time-averaged glimpse features (rdfer 0.1's head). The average is the
+  same whatever order the glimpses come in, so it cannot say *where* anything happened; kept for
+  the ablation.
+* ``"map"``: ``F_d`` on the time-ordered glimpse feature map (the paper's Eq. 4 read literally).
+* ``"saliency"``: temporal class activation. Each glimpse gets class logits (``glimpse_logits``,
+  trained by a multiple-instance loss on the video label, see :func:`mil_logits`); the
+  probability of the video's top class at each glimpse is its saliency; the window is centred on
+  the saliency's centre of mass and spans what a uniform window of the same spread would.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Optional
 
 import torch
 import torch.nn as nn
 
-__all__ = ["KeyExpressionSampler", "SamplerOutput", "glimpse_indices", "uniform_positions", "read_frames"]
+__all__ = ["KeyExpressionSampler", "SamplerOutput", "LOCATORS", "glimpse_indices", "mil_logits", "uniform_positions",
+           "read_frames"]
+
+LOCATORS = ("mean", "map", "saliency")
 
 
 class SamplerOutput(NamedTuple):
@@ -20,6 +35,15 @@ class SamplerOutput(NamedTuple):
     mu: torch.Tensor  # (B,) window centre as a fraction of the video, c / (T-1)
     delta: torch.Tensor  # (B,) stride between recognised frames, in frames
     summary: Optional[torch.Tensor]  # (B, summary_dim) global summary S, or None
+    glimpse_logits: Optional[torch.Tensor] = None  # (B, G, K) per-glimpse class logits ("saliency"), or None
+
+
+def mil_logits(glimpse_logits: torch.Tensor) -> torch.Tensor:
+    """Video-level logits from per-glimpse logits ``(B, G, K) -> (B, K)``: per class, the mean of the
+    top ``ceil(G / 4)`` glimpses (multiple-instance pooling: the expression fills part of the video,
+    so a class is present when a few glimpses show it strongly)."""
+    k = max(1, -(-glimpse_logits.shape[1] // 4))
+    return glimpse_logits.topk(k, dim=1).values.mean(dim=1)
 
 
 def glimpse_indices(num_frames: int, num_glimpses: int, device=None) -> torch.Tensor:
@@ -85,6 +109,10 @@ class KeyExpressionSampler(nn.Module):
         num_glimpses: frames the detector sees.
         summary_dim: size of the global summary ``S`` (0 or ``summary=False``: none).
         delta_min_frac: smallest stride as a fraction of ``delta_max`` (clips never collapse).
+        locator: ``"mean"``, ``"map"`` or ``"saliency"`` (see the module docstring).
+        num_classes: ``K`` for the ``"saliency"`` locator's per-glimpse class head.
+        locator_grad: with ``"saliency"``, let the recognizer's loss reach the saliency through
+            the interpolation (``False``: only the multiple-instance loss trains it).
     """
 
     # sigmoid(3) = 0.95: the first forward reads a window spanning ~96% of the video, centred,
@@ -99,19 +127,35 @@ class KeyExpressionSampler(nn.Module):
         summary_dim: int = 128,
         summary: bool = True,
         delta_min_frac: float = 0.25,
+        locator: str = "mean",
+        num_classes: Optional[int] = None,
+        locator_grad: bool = True,
     ) -> None:
         super().__init__()
         if not 0.0 <= delta_min_frac <= 1.0:
             raise ValueError(f"delta_min_frac must be in [0, 1], got {delta_min_frac}")
+        if locator not in LOCATORS:
+            raise ValueError(f"locator must be one of {LOCATORS}, got {locator!r}")
+        if locator == "saliency" and not num_classes:
+            raise ValueError("locator='saliency' needs num_classes")
+        if locator != "mean" and getattr(detector, "token_level", "frame") != "frame":
+            raise ValueError(f"locator={locator!r} needs a frame-level detector (one feature per glimpse)")
         self.detector = detector
         self.num_positions = num_positions
         self.num_glimpses = num_glimpses
         self.delta_min_frac = delta_min_frac
+        self.locator_kind = locator
+        self.locator_grad = locator_grad
         dim = detector.feature_dim
-        self.locator = nn.Linear(dim, 2)  # the two location heads a (stride) and b (centre): F_d
-        nn.init.normal_(self.locator.weight, std=0.01)
-        with torch.no_grad():
-            self.locator.bias.copy_(torch.tensor([self.INIT_STRIDE_LOGIT, 0.0]))
+        if locator == "saliency":
+            self.glimpse_head = nn.Linear(dim, num_classes)
+        else:
+            # F_d: the two location logits a (stride) and b (centre), from the averaged features
+            # ("mean") or from the whole time-ordered map ("map").
+            self.locator = nn.Linear(dim * (num_glimpses if locator == "map" else 1), 2)
+            nn.init.normal_(self.locator.weight, std=0.01)
+            with torch.no_grad():
+                self.locator.bias.copy_(torch.tensor([self.INIT_STRIDE_LOGIT, 0.0]))
         self.summary_head = nn.Linear(dim, summary_dim) if summary and summary_dim > 0 else None  # F_s
 
     def forward(self, video: torch.Tensor) -> SamplerOutput:
@@ -121,13 +165,44 @@ class KeyExpressionSampler(nn.Module):
         glimpses = video.index_select(2, glimpse_indices(t, self.num_glimpses, device=video.device))
         feats = self.detector(glimpses)
         f = feats.mean(dim=1) if feats.dim() == 3 else feats
-        a, b_logit = self.locator(f).unbind(dim=-1)
         delta_max = (t - 1) / max(n - 1, 1)
-        delta = delta_max * (self.delta_min_frac + (1.0 - self.delta_min_frac) * torch.sigmoid(a))
-        half = (n - 1) * delta / 2
-        centre = half + (t - 1 - 2 * half) * torch.sigmoid(b_logit)
+        delta_min = self.delta_min_frac * delta_max
+        glimpse_logits = None
+        if self.locator_kind == "saliency":
+            glimpse_logits = self.glimpse_head(feats)  # (B, G, K)
+            centre, delta = self._saliency_window(glimpse_logits, t, delta_min, delta_max)
+        else:
+            a, b_logit = self.locator(feats.flatten(1) if self.locator_kind == "map" else f).unbind(dim=-1)
+            delta = delta_min + (delta_max - delta_min) * torch.sigmoid(a)
+            half = (n - 1) * delta / 2
+            centre = half + (t - 1 - 2 * half) * torch.sigmoid(b_logit)
         k = torch.arange(n, device=video.device, dtype=delta.dtype) - (n - 1) / 2
         # Mathematically inside [0, T-1]; the clamp only absorbs float rounding at the ends.
         positions = (centre.unsqueeze(1) + k * delta.unsqueeze(1)).clamp(0, t - 1)
         summary = torch.sigmoid(self.summary_head(f)) if self.summary_head is not None else None
-        return SamplerOutput(positions=positions, mu=centre / max(t - 1, 1), delta=delta, summary=summary)
+        return SamplerOutput(positions=positions, mu=centre / max(t - 1, 1), delta=delta, summary=summary,
+                             glimpse_logits=glimpse_logits)
+
+    def _saliency_window(self, glimpse_logits: torch.Tensor, t: int, delta_min: float, delta_max: float):
+        """Centre and stride from per-glimpse class evidence ``(B, G, K)``.
+
+        Saliency ``w_g`` = probability of the video's top class (by :func:`mil_logits`) at glimpse
+        ``g``, normalised over glimpses. Centre = saliency-weighted mean of the glimpses' cell
+        centres; span = ``2 sqrt(3) sigma`` (a uniform window of length L has sigma = L / sqrt(12)),
+        with sigma including each glimpse cell's own spread.
+        """
+        n, g = self.num_positions, glimpse_logits.shape[1]
+        evidence = glimpse_logits if self.locator_grad else glimpse_logits.detach()
+        top = mil_logits(evidence.detach()).argmax(dim=-1)  # (B,)
+        p_top = evidence.softmax(dim=-1).gather(2, top.view(-1, 1, 1).expand(-1, g, 1)).squeeze(2)  # (B, G)
+        w = p_top / p_top.sum(dim=1, keepdim=True).clamp_min(1e-8)
+        cell = t / g  # each glimpse stands for the frames of its cell [g T/G, (g+1) T/G)
+        x = (torch.arange(g, device=w.device, dtype=w.dtype) + 0.5) * cell - 0.5
+        centre = (w * x).sum(dim=1)
+        var = (w * (x - centre.unsqueeze(1)) ** 2).sum(dim=1) + cell**2 / 12
+        span = 2 * math.sqrt(3.0) * var.clamp_min(1e-8).sqrt()
+        delta = (span / max(n - 1, 1)).clamp(delta_min, delta_max)
+        half = (n - 1) * delta / 2
+        # Keep the window inside the video: push it inwards at the ends.
+        centre = torch.maximum(torch.minimum(centre, (t - 1) - half), half)
+        return centre, delta

@@ -1,0 +1,158 @@
+"""The three locators of the key-expression re-sampler: window arithmetic, gradients, export, and a
+locator that learns to look where the expression is."""
+
+import math
+
+import pytest
+import torch
+
+import rdfer
+from rdfer.model.sampler import LOCATORS, KeyExpressionSampler, mil_logits
+from rdfer.registry import create_backbone
+
+SMALL = dict(d_model=32, summary_dim=8, num_glimpses=8)
+
+
+def test_mil_pooling_is_the_mean_of_the_top_quarter():
+    g = torch.tensor([[[1.0, 0.0], [5.0, -1.0], [3.0, 2.0], [0.0, 4.0], [2.0, 0.0], [1.0, 1.0], [0.0, 0.0], [4.0, 3.0]]])
+    # G = 8 -> top 2 per class: class 0 (5 + 4) / 2, class 1 (4 + 3) / 2
+    assert mil_logits(g).tolist() == [[4.5, 3.5]]
+    assert mil_logits(torch.ones(2, 3, 5)).shape == (2, 5)  # G = 3 -> top 1
+
+
+def _saliency_sampler(t_glimpses=8, n=16):
+    det = create_backbone("tiny_cnn", widths=(4, 8))
+    return KeyExpressionSampler(det, num_positions=n, num_glimpses=t_glimpses, locator="saliency", num_classes=3)
+
+
+def test_saliency_window_on_a_hand_case():
+    sampler = _saliency_sampler()
+    t, g = 32, 8  # cells of 4 frames; cell centres 1.5, 5.5, ..., 29.5
+    # Glimpses 5 and 6 say class 2 for sure, the rest are undecided: the window sits on cells 5-6.
+    logits = torch.zeros(1, g, 3)
+    logits[0, 5:7, 2] = 20.0
+    centre, delta = sampler._saliency_window(logits, t, delta_min=0.25 * 31 / 15, delta_max=31 / 15)
+    p = torch.full((g,), 1 / 3)
+    p[5:7] = 1.0
+    w = p / p.sum()
+    x = torch.arange(g) * 4 + 1.5
+    c = float((w * x).sum())
+    var = float((w * (x - c) ** 2).sum()) + 16 / 12
+    span = 2 * math.sqrt(3) * math.sqrt(var)
+    assert centre.item() == pytest.approx(min(c, 31 - 15 * (span / 15) / 2), abs=1e-4)
+    assert delta.item() == pytest.approx(min(max(span / 15, 0.25 * 31 / 15), 31 / 15), abs=1e-5)
+    assert centre.item() > 15.5  # pulled towards the late glimpses
+
+
+@pytest.mark.parametrize("locator", LOCATORS)
+def test_every_locator_keeps_the_window_inside_the_video(locator):
+    model = rdfer.wrap_with_rdfer("tiny_cnn", locator=locator, **SMALL).eval()
+    for t in (8, 17, 64):
+        with torch.no_grad():
+            out = model(torch.rand(3, 3, t, 32, 32) * 4 - 2)
+        assert (out.positions >= 0).all() and (out.positions <= t - 1).all()
+        steps = out.positions.diff(dim=1)
+        assert torch.allclose(steps, out.delta.unsqueeze(1).expand_as(steps), atol=1e-4)
+        # mu is the window centre as a fraction of the video: mean position / (T - 1)
+        assert torch.allclose(out.mu * (t - 1), out.positions.mean(dim=1), atol=1e-4)
+        expected_g = 8 if locator == "saliency" else 0
+        assert out.glimpse_logits.shape == (3, expected_g, 7)
+
+
+@pytest.mark.parametrize("locator", LOCATORS)
+def test_gradient_reaches_every_locator(locator):
+    model = rdfer.wrap_with_rdfer("tiny_cnn", locator=locator, **SMALL)
+    out = model(torch.randn(2, 3, 24, 32, 32))
+    loss = rdfer.AgreementLoss(2)(out, torch.tensor([0, 3]), torch.tensor([0, 1]))
+    loss.backward()
+    head = model.sampler.glimpse_head if locator == "saliency" else model.sampler.locator
+    assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+    assert model.sampler.detector.features[0].weight.grad.abs().sum() > 0
+
+
+def test_saliency_without_locator_grad_is_trained_by_the_mil_term_only():
+    model = rdfer.wrap_with_rdfer("tiny_cnn", locator="saliency", locator_grad=False, **SMALL)
+    out = model(torch.randn(2, 3, 24, 32, 32))
+    out.logits.sum().backward()  # the recognizer's loss alone: nothing reaches the glimpse head
+    assert model.sampler.glimpse_head.weight.grad is None or model.sampler.glimpse_head.weight.grad.abs().sum() == 0
+    model.zero_grad()
+    out = model(torch.randn(2, 3, 24, 32, 32))
+    rdfer.AgreementLoss(2)(out, torch.tensor([0, 3]), torch.tensor([0, 1])).backward()
+    assert model.sampler.glimpse_head.weight.grad.abs().sum() > 0
+
+
+def test_locator_loss_targets_label_or_prediction():
+    out = rdfer.wrap_with_rdfer("tiny_cnn", locator="saliency", **SMALL)(torch.randn(2, 3, 16, 32, 32))
+    target = torch.tensor([1, 2])
+    plain = rdfer.AgreementLoss(2, locator_weight=0.0)(out, target, torch.tensor([0, 1]))
+    with_label = rdfer.AgreementLoss(2, locator_weight=0.5)(out, target, torch.tensor([0, 1]))
+    mil = torch.nn.functional.cross_entropy(mil_logits(out.glimpse_logits), target)
+    assert with_label.item() == pytest.approx(plain.item() + 0.5 * mil.item(), rel=1e-5)
+    own = out.logits.argmax(-1)
+    with_pred = rdfer.AgreementLoss(2, locator_weight=0.5, locator_target="prediction")(out, target, torch.tensor([0, 1]))
+    mil_pred = torch.nn.functional.cross_entropy(mil_logits(out.glimpse_logits), own)
+    assert with_pred.item() == pytest.approx(plain.item() + 0.5 * mil_pred.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="locator_target"):
+        rdfer.AgreementLoss(2, locator_target="oracle")
+
+
+def test_bad_locator_options_are_refused():
+    with pytest.raises(ValueError, match="locator must be one of"):
+        rdfer.wrap_with_rdfer("tiny_cnn", locator="attention", **SMALL)
+    with pytest.raises(ValueError, match="frame-level detector"):
+        rdfer.wrap_with_rdfer("tiny_cnn", locator="map", detector="mc3_18", **SMALL)
+
+
+@pytest.mark.parametrize("locator", ["map", "saliency"])
+def test_locators_export_and_trace(tmp_path, locator):
+    from fvcore.nn import FlopCountAnalysis
+
+    from rdfer.inference.export import export_model
+
+    model = rdfer.wrap_with_rdfer("tiny_cnn", locator=locator, **SMALL).eval()
+    video = torch.rand(2, 3, 16, 32, 32)
+    analysis = FlopCountAnalysis(model, video[:1])
+    analysis.unsupported_ops_warnings(False)
+    assert analysis.total() > 0
+    path = export_model(model, tmp_path / "m.pt", fmt="torchscript", num_frames=16, image_size=32)
+    traced = torch.jit.load(str(path))
+    with torch.no_grad():
+        ref, got = model(video), traced(video)
+    for name, a, b in zip(type(ref)._fields, ref, got):
+        assert torch.allclose(a, b, atol=1e-5), name
+
+
+def _last_third_toy(n: int, t: int = 24, seed: int = 0):
+    """Videos whose class (0 or 1) shows only in the last third: a bright or a dark square
+    on flat grey noise; the first two thirds are noise alone."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (n,), generator=g)
+    videos = 0.5 + 0.05 * torch.randn(n, 3, t, 16, 16, generator=g)
+    sign = (labels.float() * 2 - 1).view(n, 1, 1, 1, 1)
+    videos[:, :, 2 * t // 3:, 4:12, 4:12] += 0.4 * sign
+    return videos, labels
+
+
+@pytest.mark.parametrize("locator", ["saliency", "map"])
+def test_a_locator_learns_to_look_at_the_last_third(locator):
+    torch.manual_seed(0)
+    model = rdfer.wrap_with_rdfer(
+        "tiny_cnn", num_classes=2, locator=locator, backbone_kwargs=dict(widths=(8, 8)),
+        detector_kwargs=dict(widths=(8, 8)), d_model=16, summary_dim=4, num_glimpses=8, n_clips=2, clip_len=4)
+    criterion = rdfer.AgreementLoss(64, strategy="ce", label_smoothing=0.0)
+    videos, labels = _last_third_toy(64)
+    with torch.no_grad():
+        before = model.eval()(videos).mu.mean().item()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(4):
+        for idx in torch.randperm(64).split(16):
+            loss = criterion(model(videos[idx]), labels[idx], idx)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        out = model.eval()(videos)
+    assert abs(before - 0.5) < 0.05  # starts centred
+    # The expression occupies frames 16..23 of 24: the window's centre moves into the last third.
+    assert out.mu.mean().item() > 0.62, out.mu.mean().item()

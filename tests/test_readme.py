@@ -1,0 +1,231 @@
+"""The README cannot drift: every shell command of its ``bash`` blocks is listed below and run
+(with tiny sizes appended, on miniature data standing in for the user's), and every ``python``
+block runs top to bottom in one session. The checkpoint paths the examples use are the ones
+``make run`` really writes: the workspace gets them from a real (tiny) ``rdfer demo``.
+
+A new or changed README command fails ``test_every_readme_command_is_listed`` until it is added
+to ``COMMANDS`` with how to run it.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REAL_VIDEO_DIR, REPO
+from data_trees import write_dfew_csv, write_frames, write_video
+from readme import blocks, shell_commands
+
+README = REPO / "README.md"
+
+# Appended to every training command (argparse: the last value of a flag wins).
+TINY_TRAIN = ["--epochs", "1", "--warmup-epochs", "0", "--num-frames", "8", "--image-size", "32", "--batch-size", "8",
+              "--workers", "0", "--synthetic-train", "16", "--synthetic-test", "8", "--quiet"]
+# The paper-sized backbones (33 M / 25 M parameters): one optimizer step on the 14 training videos,
+# 2 clips of 2 frames.
+ONE_STEP = TINY_TRAIN + ["--batch-size", "16", "--model-option", "n_clips=2", "--model-option", "clip_len=2"]
+TINY_DATA = ["--num-frames", "8", "--image-size", "32", "--workers", "0"]
+TINY_SYNTHETIC = ["--synthetic-train", "48", "--synthetic-test", "24", "--workers", "0"]
+# `make run` is `rdfer demo` = rdfer.engine.demo.run_demo; here with tiny sizes.
+DEMO = dict(epochs=1, synthetic_train=32, synthetic_test=16, num_frames=8, progress=False)
+
+# README command -> (extra arguments, or None to skip; why). Commands run in README order.
+COMMANDS = {
+    "make run": (None, "run by the `workspace` fixture as `rdfer demo` with 1 epoch of 48 videos"),
+    "make test": (None, "this test suite itself"),
+    "pip install 'rdfer @ git+https://github.com/OWNER/rdfer.git'": ([], "git URL -> this checkout, --dry-run"),
+    "pip install 'rdfer[faces,viz] @ git+https://github.com/OWNER/rdfer.git'": ([], "git URL -> this checkout, --dry-run"),
+    "pip install ./rdfer": ([], "local checkout, --dry-run"),
+    "pip wheel --no-deps -w dist ./rdfer": ([], "builds the wheel for real"),
+    "pip install 'dist/rdfer-*.whl'": ([], "the wheel just built, --dry-run"),
+    "rdfer train dfew --root /data/DFEW --fold 1": (TINY_TRAIN, ""),
+    "rdfer train dfew --root /data/DFEW --folds 1-5": (TINY_TRAIN, ""),
+    "rdfer train ferv39k --root /data/FERV39K": (TINY_TRAIN, ""),
+    "rdfer train csv --train train.csv --test test.csv": (TINY_TRAIN, ""),
+    "rdfer pack dfew --root /data/DFEW --fold 1 --split train --out packs/dfew1_train": (["--num-frames", "8", "--image-size", "32", "--quiet"], ""),
+    "rdfer pack dfew --root /data/DFEW --fold 1 --split test --out packs/dfew1_test": (["--num-frames", "8", "--image-size", "32", "--quiet"], ""),
+    "rdfer train packed --train packs/dfew1_train --test packs/dfew1_test": (TINY_TRAIN, ""),
+    "rdfer train synthetic --noise-rate 0.3": (TINY_TRAIN, ""),
+    "rdfer train synthetic --noise-rate 0.3 --recipe paper --out runs/synthetic_paper": (TINY_TRAIN, ""),
+    "rdfer train dfew --root /data/DFEW --fold 1 --out runs/dfew_fold1": (TINY_TRAIN, ""),
+    "rdfer eval dfew --root /data/DFEW --fold 1 --checkpoint runs/dfew_fold1": (TINY_DATA, ""),
+    "rdfer train dfew --root /data/DFEW --fold 1 --backbone r3d_18 --pretrained": (ONE_STEP, "--pretrained dropped: no download in tests"),
+    "rdfer train dfew --root /data/DFEW --fold 1 --model rdfer_resnet50 --val-fraction 0.1": (
+        ONE_STEP + ["--val-fraction", "0.5"], "0.5: one validation video per class of the miniature tree"),
+    "rdfer train csv --train train.csv --test test.csv --strategy ce --class-weighted": (TINY_TRAIN, ""),
+    "rdfer train ferv39k --root /data/FERV39K --config my.yaml --lr 3e-4": (TINY_TRAIN, ""),
+    "torchrun --standalone --nproc_per_node=4 -m rdfer train dfew --root /data/DFEW --fold 1 --amp": (TINY_TRAIN, "2 processes on 2 cores"),
+    "rdfer predict clip1.mp4 clip2.mov --checkpoint runs/demo/agreement": ([], ""),
+    "rdfer audit dfew --root /data/DFEW --fold 1 --checkpoint runs/dfew_fold1": (TINY_DATA, ""),
+    "rdfer audit synthetic --checkpoint runs/demo/agreement --num-frames 16 --image-size 32 --synthetic-train 1200 --synthetic-test 600 --noise-rate 0.3": (TINY_SYNTHETIC, ""),
+    "rdfer analyze synthetic --checkpoint runs/demo/agreement --num-frames 16 --image-size 32 --synthetic-train 1200 --synthetic-test 600 --noise-rate 0.3": (TINY_SYNTHETIC, ""),
+    "rdfer export --checkpoint runs/demo/agreement --format onnx": ([], ""),
+    "rdfer export --checkpoint runs/demo/agreement --format torchscript": ([], ""),
+}
+
+
+def test_every_readme_command_is_listed():
+    found = shell_commands(README.read_text(encoding="utf-8"))
+    new = [c for c in found if c not in COMMANDS]
+    gone = [c for c in COMMANDS if c not in found]
+    assert not new and not gone, f"README commands not in COMMANDS: {new}; listed but no longer in the README: {gone}"
+    assert len(found) == len(set(found)), "a README command appears twice; COMMANDS runs each once"
+
+
+@contextmanager
+def _cwd(path: Path):
+    old = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def _dfew(root: Path) -> None:
+    """14 clips, two of each class; fold 1 trains on all, folds 2-5 (for --folds 1-5) on 7; tests on 7."""
+    for i in range(1, 15):
+        write_frames(root / "Clip" / "clip_224x224" / f"{i:05d}", 8, 32)
+    for fold in range(1, 6):
+        write_dfew_csv(root, "train", fold, [f"{i},{(i - 1) % 7 + 1}" for i in range(1, 15 if fold == 1 else 8)])
+        write_dfew_csv(root, "test", fold, [f"{i},{(i - 1) % 7 + 1}" for i in range(1, 8)])
+
+
+def _ferv39k(root: Path) -> None:
+    names = ["Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"]
+    rels = [f"Action/{name}/{k:04d}" for k in range(2) for name in names]
+    for rel in rels:
+        write_frames(root / "2_ClipsforFaceCrop" / rel, 8, 32)
+    for split in ("train", "test"):
+        path = root / "4_setups" / "All_scenes" / f"{split}_All.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{rel} {rel.split('/')[1]}\n" for rel in rels))
+
+
+def _user_clip(ws: Path, name: str, real: str) -> None:
+    """A user's video: a real clip when the shared test clips are here, else a generated one."""
+    src = REAL_VIDEO_DIR / real
+    if src.is_file():
+        shutil.copyfile(src, ws / name)
+    else:
+        write_video(ws / name, 12, 48)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A folder laid out as a README reader's: `make run` done, their data and files beside it."""
+    ws = tmp_path_factory.mktemp("readme")
+    from rdfer.engine.demo import run_demo
+
+    with _cwd(ws):
+        run_demo(**DEMO)  # `make run`, tiny: the README's checkpoint paths must be the ones it writes
+    _dfew(ws / "DFEW")
+    _ferv39k(ws / "FERV39K")
+    labels = ["happy", "sad", "neutral", "angry"]
+    for split, n in (("train", 8), ("test", 4)):
+        rows = []
+        for i in range(n):
+            write_video(ws / "videos" / f"{split}_{i}.mp4", 10, 32)
+            rows.append(f"videos/{split}_{i}.mp4,{labels[i % 4]}")
+        (ws / f"{split}.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    (ws / "my.yaml").write_text("model: rdfer_small\nweight_decay: 0.01\n")
+    _user_clip(ws, "clip1.mp4", "single_face.mp4")
+    _user_clip(ws, "clip2.mov", "face_noface.mov")
+    _user_clip(ws, "clip.mp4", "single_face.mp4")
+    return ws
+
+
+def _argv(command: str, ws: Path, extra):
+    words = shlex.split(command)
+    words = [w.replace("/data/DFEW", str(ws / "DFEW")).replace("/data/FERV39K", str(ws / "FERV39K"))
+             .replace("https://github.com/OWNER/rdfer.git", f"file://{REPO}").replace("./rdfer", str(REPO))
+             for w in words if w != "--pretrained"]
+    words = [m for w in words for m in (sorted(glob.glob(str(ws / w))) if "*" in w else [w])]
+    return words + list(extra)
+
+
+def _run_pip(words, ws: Path) -> None:
+    pip = [sys.executable, "-m", "pip"]
+    if words[1] == "install":  # resolve and build metadata, install nothing; no build download
+        words = words[:2] + ["--dry-run", "--no-deps", "--no-build-isolation"] + words[2:]
+    else:
+        words = words[:2] + ["--no-build-isolation"] + words[2:]
+    proc = subprocess.run(pip + words[1:], cwd=ws, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+def test_every_readme_command_runs(workspace):
+    from rdfer.cli import main
+
+    ws, outs = workspace, {}
+    assert (ws / "runs" / "demo" / "agreement" / "model.safetensors").is_file()
+    for n, command in enumerate(shell_commands(README.read_text(encoding="utf-8"))):
+        start = time.time()
+        extra, why = COMMANDS[command]
+        if extra is None:
+            continue
+        words = _argv(command, ws, extra)
+        if (words[:2] == ["rdfer", "train"] or words[0] == "torchrun") and "--out" not in command:
+            words += ["--out", f"runs/readme_{n}"]  # each its own run folder
+            outs[command] = ws / "runs" / f"readme_{n}"
+        if words[0] == "pip":
+            if "git+" in command and not (REPO / ".git").exists():
+                continue  # an unpacked sdist: no git history to install from
+            _run_pip(words, ws)
+        elif words[0] == "torchrun":
+            nproc = [w for w in words if w.startswith("--nproc_per_node")][0]
+            words[words.index(nproc)] = "--nproc_per_node=2"
+            proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", *words[1:]], cwd=ws,
+                                  capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, f"{command}: {proc.stderr[-3000:]}"
+        else:
+            assert words[0] == "rdfer", command
+            with _cwd(ws):
+                code = main(words[1:])
+            assert code == 0, f"`{command}` exited {code}"
+        print(f"[readme] {time.time() - start:5.1f} s  {command}", flush=True)
+    # What the commands promise to write.
+    assert (ws / "runs" / "dfew_fold1" / "eval_test" / "metrics.json").is_file()
+    assert (ws / "runs" / "dfew_fold1" / "audit_train" / "audit.md").is_file()
+    # `rdfer train synthetic` starts from the CPU recipe, `--recipe paper` from the paper's.
+    default_run = yaml.safe_load((outs["rdfer train synthetic --noise-rate 0.3"] / "config.yaml").read_text())
+    paper_run = yaml.safe_load((ws / "runs" / "synthetic_paper" / "config.yaml").read_text())
+    assert (default_run["lr"], default_run["weight_decay"], default_run["augment"]) == (2e-3, 0.05, False)
+    assert (paper_run["lr"], paper_run["weight_decay"], paper_run["augment"]) == (7e-4, 0.05, True)
+    for name in ("model.onnx", "model.torchscript.pt", "audit_train/audit.md", "analyze_test/analysis.md"):
+        assert (ws / "runs" / "demo" / "agreement" / name).is_file(), name
+    assert (ws / "packs" / "dfew1_train" / "index.json").is_file()
+    assert list(ws.glob("dist/rdfer-*.whl"))
+
+
+def test_readme_python_blocks_run(workspace):
+    """Every ```python block, in one session, as a reader pastes them (real processes: the same
+    runner the newcomer script uses against the installed wheel)."""
+    n = len(blocks(README.read_text(encoding="utf-8"), "python"))
+    assert n >= 4
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "readme.py"), "python", str(README), "--cwd", str(workspace)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert f"{n} README python blocks ran" in proc.stdout
+
+
+def test_readme_run_times_are_the_results_files():
+    """A run time the README states is the one its results file recorded, not typed by hand."""
+    import re
+
+    text = README.read_text(encoding="utf-8")
+    meta = json.loads((REPO / "benchmarks" / "results" / "synthetic_learnability.json").read_text())["meta"]
+    stated = re.search(r"(\d+) s in all\s*\n?\s*\(\[results\]\(benchmarks/results/synthetic_learnability\.md\)", text)
+    assert stated, "README: the learnability benchmark's run time and results link"
+    assert int(stated.group(1)) == round(meta["seconds"])
