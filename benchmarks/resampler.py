@@ -206,7 +206,7 @@ def main(argv=None) -> int:
     epochs = args.epochs or epochs
     glimpses = 16
     common = dict(num_frames=frames, image_size=32, key_window=(0.2, 0.35))
-    rows = args.rows or list(ROWS)
+    rows = args.rows or (["uniform", "saliency", "oracle"] if args.quick else list(ROWS))
     t0 = time.time()
     runs = []
     for seed in range(seeds):
@@ -218,6 +218,9 @@ def main(argv=None) -> int:
             r = run_row(row, seed, train, val, test, epochs, 32, glimpses)
             runs.append(r)
             iou = f"IoU {r['test']['iou']:.2f}" if "iou" in r["test"] else ""
+            # Partial results survive an interrupted grid.
+            atomic_write_text(Path(args.out) / ("resampler_quick_runs.json" if args.quick else "resampler_runs.json"),
+                              json.dumps(runs, indent=2))
             print(f"seed {seed} {row:>22}: val WAR {100 * r['val']['war']:.1f}  test WAR {100 * r['test']['war']:.1f}  "
                   f"{iou}  ({r['seconds_per_epoch']:.1f} s/epoch)", flush=True)
     summary = summarise(runs)

@@ -90,3 +90,21 @@ def test_predict_speed_quick(tmp_path):
             assert r["detector_calls"] <= r["num_frames"] // 3
     md = (tmp_path / "predict_speed_quick.md").read_text()
     assert "| x real time |" in md and result["verdict"] in md and md in proc.stdout
+
+
+def test_resampler_quick(tmp_path):
+    proc = _run("resampler.py", tmp_path)
+    result = json.loads((tmp_path / "resampler_quick.json").read_text())
+    assert "--quick" in result["meta"]["command"]
+    rows = {s["row"]: s for s in result["summary"]}
+    assert set(rows) == {"uniform", "saliency", "oracle"}
+    # Uniform sampling reads the whole video, so its window IoU is the key window's share of it
+    # (20-35% of 16 frames), the same before and after training; the oracle reports no IoU.
+    assert rows["uniform"]["iou_init"][0] == pytest.approx(rows["uniform"]["test_iou"][0])
+    assert 0.15 <= rows["uniform"]["test_iou"][0] <= 0.4
+    assert "test_iou" not in rows["oracle"] and 0 <= rows["oracle"]["test_war"][0] <= 1
+    assert 0 <= rows["saliency"]["test_iou"][0] <= 1 and rows["saliency"]["seconds_per_epoch"][0] > 0
+    # Partial results are written after every run, so an interrupted grid keeps what it measured.
+    assert len(json.loads((tmp_path / "resampler_quick_runs.json").read_text())) == 3
+    md = (tmp_path / "resampler_quick.md").read_text()
+    assert "| row | seeds |" in md and md in proc.stdout

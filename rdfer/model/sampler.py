@@ -186,16 +186,17 @@ class KeyExpressionSampler(nn.Module):
     def _saliency_window(self, glimpse_logits: torch.Tensor, t: int, delta_min: float, delta_max: float):
         """Centre and stride from per-glimpse class evidence ``(B, G, K)``.
 
-        Saliency ``w_g`` = probability of the video's top class (by :func:`mil_logits`) at glimpse
-        ``g``, normalised over glimpses. Centre = saliency-weighted mean of the glimpses' cell
+        Saliency ``w_g`` = softmax over glimpses of the logit of the video's top class (by
+        :func:`mil_logits`). Centre = saliency-weighted mean of the glimpses' cell
         centres; span = ``2 sqrt(3) sigma`` (a uniform window of length L has sigma = L / sqrt(12)),
         with sigma including each glimpse cell's own spread.
         """
         n, g = self.num_positions, glimpse_logits.shape[1]
         evidence = glimpse_logits if self.locator_grad else glimpse_logits.detach()
         top = mil_logits(evidence.detach()).argmax(dim=-1)  # (B,)
-        p_top = evidence.softmax(dim=-1).gather(2, top.view(-1, 1, 1).expand(-1, g, 1)).squeeze(2)  # (B, G)
-        w = p_top / p_top.sum(dim=1, keepdim=True).clamp_min(1e-8)
+        # Attention over time on the top class's logit (temporal class activation). Normalising
+        # class probabilities instead left background glimpses at ~1/K each, too flat to move.
+        w = evidence.gather(2, top.view(-1, 1, 1).expand(-1, g, 1)).squeeze(2).softmax(dim=1)  # (B, G)
         cell = t / g  # each glimpse stands for the frames of its cell [g T/G, (g+1) T/G)
         x = (torch.arange(g, device=w.device, dtype=w.dtype) + 0.5) * cell - 0.5
         centre = (w * x).sum(dim=1)
