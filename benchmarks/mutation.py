@@ -422,7 +422,7 @@ def write_report(rows, survivors, planted, seconds, command, out_dir: Path, note
     equivalent = [s for s in survivors if s["equivalent"]]
     lines += ["", f"## Surviving mutants ({len(survived)})", ""]
     if not survived:
-        lines.append("None.")
+        lines += ["None.", ""]
     for s in survived:
         lines += [f"`{s['name']}`", "", "```diff", s["diff"], "```", ""]
     lines += [f"## Equivalent mutants ({len(equivalent)})", "",
@@ -454,7 +454,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
-    command = "python benchmarks/mutation.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    given = list(argv if argv is not None else sys.argv[1:])
+    shown = [a for i, a in enumerate(given) if a != "--note" and (i == 0 or given[i - 1] != "--note")]
+    command = "python benchmarks/mutation.py " + shlex.join(shown) + (" --note ..." if "--note" in given else "")
     seconds = 0.0
     if not args.report_only and not args.skip_mutmut:
         for module in args.module or list(MODULES):

@@ -49,11 +49,13 @@ def base_config(quick: bool, out: Path) -> TrainConfig:
     if quick:
         return TrainConfig(dataset="synthetic", synthetic_train=48, synthetic_test=24, num_frames=8, image_size=32,
                            model="rdfer_small", epochs=2, warmup_epochs=1, batch_size=16, lr=2e-3, min_lr=2e-5,
-                           workers=0, augment=False, device="cpu", progress=False, out=str(out))
+                           workers=0, augment=False, device="cpu", progress=False, out=str(out),
+                           overwrite=True)
     # Sized so the whole grid (42 runs) fits in about half an hour of a 2-core CPU.
     return TrainConfig(dataset="synthetic", synthetic_train=720, synthetic_test=360, num_frames=16, image_size=32,
                        model="rdfer_small", epochs=12, warmup_epochs=3, batch_size=32, lr=2e-3, min_lr=2e-5,
-                       workers=0, augment=False, device="cpu", progress=False, out=str(out))
+                       workers=0, augment=False, device="cpu", progress=False, out=str(out),
+                           overwrite=True)
 
 
 def flag_stats(flags: torch.Tensor, is_noisy: torch.Tensor, is_hard: torch.Tensor) -> Dict[str, Any]:
