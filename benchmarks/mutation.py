@@ -175,6 +175,29 @@ PLANTED: List[Tuple[str, str, List[Tuple[str, str]], List[str]]] = [
      [('"bigru": lambda d: RecurrentSequence("gru", d, bidirectional=True)',
        '"bigru": lambda d: RecurrentSequence("gru", d, bidirectional=False)')],
      ["tests/test_model_layout.py", "tests/test_dual_stream.py", "tests/test_model.py"]),
+    # The research issues' code (13: locators, 14: robust rules), planted as it lands.
+    ("default locator is the whole-video saliency, not the peak", "rdfer/model/rdfer.py",
+     [('    locator="peak",\n', '    locator="saliency",\n')],
+     ["tests/test_locators.py"]),
+    ("peak locator keeps every glimpse (no neighbourhood)", "rdfer/model/sampler.py",
+     [("abs() <= -(-g // 4)", "abs() <= g")],
+     ["tests/test_locators.py"]),
+    ("class_quantile ranks within the predicted instead of the labelled class", "rdfer/losses.py",
+     [("        by_rank = _order(class_quantile(loss, labels), loss, descending=True)",
+       "        by_rank = _order(class_quantile(loss, mode_class), loss, descending=True)")],
+     ["tests/test_robust_losses.py"]),
+    ("vote_small_loss flags samples whose vote agrees with the label", "rdfer/losses.py",
+     [("suspect = (agree & (mode_class != labels))", "suspect = (agree & (mode_class == labels))")],
+     ["tests/test_robust_losses.py"]),
+    ("hard_disagree takes agreeing samples", "rdfer/losses.py",
+     [("split = (~agree & (flags == ORDINARY))", "split = (agree & (flags == ORDINARY))")],
+     ["tests/test_robust_losses.py"]),
+    ("GCE without the power q (a linear loss)", "rdfer/losses.py",
+     [("loss = (1 - p ** self.gce_q) / self.gce_q", "loss = (1 - p) / self.gce_q")],
+     ["tests/test_robust_losses.py"]),
+    ("history keeps the old value's weight for the new one", "rdfer/losses.py",
+     [("loss = m * self.mem_loss[index] + (1 - m) * loss", "loss = (1 - m) * self.mem_loss[index] + m * loss")],
+     ["tests/test_robust_losses.py"]),
     ("frame order: letters compared with case", "rdfer/data/decode.py",
      [("[int(p) if i % 2 else p.lower() for i, p in enumerate(parts)]", "[int(p) if i % 2 else p for i, p in enumerate(parts)]")],
      ["tests/test_frame_order.py", "tests/test_data_dfew.py"]),
@@ -434,7 +457,7 @@ def write_report(rows, survivors, planted, seconds, command, out_dir: Path, note
     atomic_write_text(out_dir / "mutation.md", text)
     atomic_write_text(out_dir / "mutation.json", json.dumps(dict(
         command=command, date=datetime.date.today().isoformat(), mutmut_seconds=seconds, modules=rows,
-        score=total_score, survivors=survivors, planted=planted), indent=2) + "\n")
+        score=total_score, survivors=survivors, planted=planted, notes=list(notes or [])), indent=2) + "\n")
     return text
 
 
@@ -444,6 +467,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--report-only", action="store_true", help="no runs: rewrite the report from mutants/")
     parser.add_argument("--skip-mutmut", action="store_true", help="run only the planted bugs")
     parser.add_argument("--skip-planted", action="store_true", help="run only mutmut")
+    parser.add_argument("--planted", action="append", default=[], metavar="TEXT",
+                        help="run only the planted bugs whose name contains TEXT (repeatable)")
     parser.add_argument("--max-children", type=int, default=max(1, min(4, os.cpu_count() or 1)),
                         help="mutants tested at the same time")
     parser.add_argument("--sample", type=float, default=1.0,
@@ -463,11 +488,20 @@ def main(argv: Optional[List[str]] = None) -> None:
             rerun = ("survived", "timeout", "suspicious", "no tests") if args.rerun_survivors else ()
             seconds += run_mutmut(MODULES[module], args.max_children, rerun, args.sample, new=not args.no_new)
     previous = args.out / "mutation.json"
-    planted = json.loads(previous.read_text()).get("planted", []) if previous.is_file() else []
+    last = json.loads(previous.read_text()) if previous.is_file() else {}
+    planted = last.get("planted", [])
+    notes = args.note or last.get("notes", [])  # a run without --note keeps the last run's notes
     if not args.report_only and not args.skip_planted:
-        planted = run_planted()
+        if args.planted:  # rerun only these; the others keep their last result
+            fresh = [r for only in args.planted for r in run_planted(only)]
+            names = {r["name"] for r in fresh}
+            order = [name for name, *_ in PLANTED]
+            planted = sorted([r for r in planted if r["name"] not in names] + fresh,
+                             key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
+        else:
+            planted = run_planted()
     rows, survivors = summarize(read_results())
-    print(write_report(rows, survivors, planted, seconds, command.strip(), args.out, args.note))
+    print(write_report(rows, survivors, planted, seconds, command.strip(), args.out, notes))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ saliency locator, its multiple-instance term), the same budget for every row:
 * ``mean`` / ``map`` / ``saliency``: the learned re-sampler with each locator
   (``saliency, no grad``: ``locator_grad=False``; ``saliency, self-target``: the multiple-instance
   term's target is the model's own prediction instead of the label);
+* ``peak``: the saliency locator restricted to the neighbourhood of its strongest glimpse;
 * ``oracle``: no re-sampler, 16 frames read (linear interpolation) inside the **true** key window.
 
 Columns: validation and test WAR / UAR (validation chooses, test reports), the window IoU with
@@ -54,6 +55,7 @@ ROWS: Dict[str, Optional[Dict[str, Any]]] = {
     "saliency": dict(model=dict(locator="saliency")),
     "saliency, no grad": dict(model=dict(locator="saliency", locator_grad=False)),
     "saliency, self-target": dict(model=dict(locator="saliency"), loss=dict(locator_target="prediction")),
+    "peak": dict(model=dict(locator="peak")),
     "oracle": None,
 }
 NEUTRAL = rdfer.EMOTIONS.index("neutral")
@@ -172,7 +174,7 @@ def to_markdown(summary: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
         "# Key-expression re-sampler on SyntheticDFER",
         "",
         f"Command: `{meta['command']}`  ",
-        f"Machine: {meta['machine']}; torch {meta['torch']}; {meta['date']}; total {meta['seconds']:.0f} s.  ",
+        f"Machine: {meta['machine']}; torch {meta['torch']}; {meta['date']}; this invocation {meta['seconds']:.0f} s.  ",
         f"Recipe: {meta['recipe']}.",
         "",
         "Mean ± std over seeds. WAR/UAR in %. IoU: the span read vs the true key window (test set, all videos / "
@@ -198,6 +200,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--rows", nargs="*", default=None, choices=list(ROWS), help="a subset of the rows")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over (default: keep the runs already in resampler_runs.json, add the missing ones)")
     args = parser.parse_args(argv)
     if args.quick:
         n_train, n_val, n_test, epochs, seeds, frames = 28, 14, 14, 1, 1, 16
@@ -208,24 +212,34 @@ def main(argv=None) -> int:
     common = dict(num_frames=frames, image_size=32, key_window=(0.2, 0.35))
     rows = args.rows or (["uniform", "saliency", "oracle"] if args.quick else list(ROWS))
     t0 = time.time()
-    runs = []
+    command = "python benchmarks/resampler.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    runs_file = Path(args.out) / ("resampler_quick_runs.json" if args.quick else "resampler_runs.json")
+    runs = [] if args.quick or args.fresh or not runs_file.is_file() else json.loads(runs_file.read_text())
+    done = {(r["row"], r["seed"]) for r in runs}
     for seed in range(seeds):
+        if all((row, seed) in done for row in rows):
+            continue
         # Disjoint generator seeds per split; labels are clean in all three.
         train = render(SyntheticDFER(n_train, seed=seed, **common))
         val = render(SyntheticDFER(n_val, seed=seed + 20_000, **common))
         test = render(SyntheticDFER(n_test, seed=seed + 10_000, **common))
         for row in rows:
+            if (row, seed) in done:
+                continue
             r = run_row(row, seed, train, val, test, epochs, 32, glimpses)
+            r["command"] = command
             runs.append(r)
             iou = f"IoU {r['test']['iou']:.2f}" if "iou" in r["test"] else ""
             # Partial results survive an interrupted grid.
-            atomic_write_text(Path(args.out) / ("resampler_quick_runs.json" if args.quick else "resampler_runs.json"),
-                              json.dumps(runs, indent=2))
+            runs_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(runs_file, json.dumps(runs, indent=2))
             print(f"seed {seed} {row:>22}: val WAR {100 * r['val']['war']:.1f}  test WAR {100 * r['test']['war']:.1f}  "
                   f"{iou}  ({r['seconds_per_epoch']:.1f} s/epoch)", flush=True)
+    runs = [r for r in runs if r["seed"] < seeds]
     summary = summarise(runs)
     meta = {
-        "command": "python benchmarks/resampler.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""),
+        # Every invocation whose runs are in the table (rows can be added to an earlier grid).
+        "command": "`, `".join(dict.fromkeys(r.get("command", "python benchmarks/resampler.py") for r in runs)),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "torch": torch.__version__,
@@ -233,7 +247,7 @@ def main(argv=None) -> int:
                    f"(clean labels, uniform classes, hard_rate 0.2, key window 20-35% of the video), {frames} frames "
                    f"loaded of 32 px, 16 read, {epochs} epochs, batch 32, AdamW 2e-3 cosine, AgreementLoss(strategy='ce'), "
                    f"seeds 0..{seeds - 1}, CPU"),
-        "seconds": time.time() - t0,
+        "seconds": time.time() - t0,  # this invocation
     }
     md = to_markdown(summary, meta)
     out = Path(args.out)

@@ -34,6 +34,12 @@ def _cmd_backbones(args) -> int:
     return 0
 
 
+# rdfer.losses.ALL_STRATEGIES and TrainConfig.strategy, spelt out so that parsing needs no torch
+# import (tests/test_cli.py checks they agree).
+_STRATEGIES = ("ce", "bigloss_up", "bigloss_down", "hard_up", "noisy_down", "agreement", "gce", "class_small_loss",
+               "vote_small_loss", "hard_disagree", "consensus")
+_DEFAULT_STRATEGY = "agreement"
+
 _DATASET_HELP = (
     "synthetic (built in, no download) | dfew --root R --fold F | ferv39k --root R | "
     "csv --train A.csv --test B.csv | packed --train DIR --test DIR"
@@ -53,6 +59,8 @@ def _add_dataset_args(p, defaults_suppressed: bool = True) -> None:
     g.add_argument("--synthetic-test", type=int, help="synthetic: test videos (default 400; train synthetic: 600)")
     g.add_argument("--noise-rate", type=float, help="synthetic: share of training labels replaced (default 0)")
     g.add_argument("--noise", choices=["symmetric", "asymmetric"], help="synthetic: noise model")
+    g.add_argument("--synthetic-distribution", choices=["uniform", "long_tail"],
+                   help="synthetic: class frequencies (uniform, or long_tail: DFEW-like, 18.9x, disgust rarest)")
     g.add_argument("--workers", type=int, help="DataLoader worker processes, exactly (default min(4, available cores))")
     g.add_argument("--batch-size", type=int, help="global batch size (default 128; train synthetic: 32)")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
@@ -104,8 +112,13 @@ def _add_train(sub) -> None:
                    "sampling=linear, resample=false, summary=false, dual_stream=false, hierarchical=false, "
                    "backbone_kwargs={norm: gn}")
     l = p.add_argument_group("loss")
-    l.add_argument("--strategy", choices=["ce", "bigloss_up", "bigloss_down", "hard_up", "noisy_down", "agreement"],
-                   help="loss reweighting (Table IV); default agreement")
+    l.add_argument("--strategy", choices=list(_STRATEGIES),
+                   help="loss reweighting: the paper's Table IV (ce, bigloss_up, bigloss_down = the small-loss "
+                   "trick, hard_up, noisy_down, agreement = the paper's rule) or a robust rule (gce, "
+                   "class_small_loss, vote_small_loss, hard_disagree, consensus); default " + _DEFAULT_STRATEGY)
+    l.add_argument("--agree-min", type=float, help="agreement from which clips count as agreeing (0.75; robust rules)")
+    l.add_argument("--memory-momentum", type=float, help="history of each sample's loss/agreement across epochs, 0 = latest only")
+    l.add_argument("--gce-q", type=float, help="q of the generalized cross-entropy (0.7; strategy gce)")
     l.add_argument("--t-hard", type=float, help="share of samples flagged hard (0.2)")
     l.add_argument("--t-noisy", type=float, help="share of samples flagged noisy (0.1)")
     l.add_argument("--lambda-hard", type=float, help="weight of hard samples (1.5)")
@@ -340,7 +353,8 @@ def _cmd_export(args) -> int:
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="the main job: CE vs the agreement loss on synthetic noisy data (CPU, minutes)")
+    p = sub.add_parser("demo", help="the main job: CE, the small-loss trick and rdfer's default loss on noisy long-tail "
+                       "synthetic data (CPU, minutes)")
     p.add_argument("--out", default="runs/demo",
                    help="output folder (default runs/demo); the runs of an earlier demo there are moved aside")
     p.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
@@ -353,7 +367,7 @@ def _cmd_demo(args) -> int:
     from .engine.demo import run_demo
 
     overrides = {k: v for k, v in (("epochs", args.epochs), ("synthetic_train", args.synthetic_train)) if v is not None}
-    # A demo is re-run as a whole: its two run folders replace (move aside) the last demo's.
+    # A demo is re-run as a whole: its run folders replace (move aside) the last demo's.
     run_demo(args.out, progress=not args.quiet, overwrite=True, **overrides)
     return 0
 

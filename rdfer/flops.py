@@ -147,7 +147,8 @@ ELEMENTWISE_OPS = frozenset(
     add add_ sub sub_ rsub mul mul_ div div_ neg pow sqrt rsqrt exp log abs erf reciprocal
     sigmoid sigmoid_ tanh tanh_ relu relu_ gelu silu silu_ hardswish hardswish_ hardsigmoid elu leaky_relu
     softmax log_softmax clamp_min clamp_max where masked_fill masked_fill_ fill_ zero_ lerp nan_to_num isfinite
-    mean sum max min amax amin argmax norm linalg_vector_norm var std cumsum
+    mean sum max min amax amin argmax norm linalg_vector_norm var std cumsum maximum minimum topk sort
+    eq ne lt le gt ge
     max_pool1d max_pool2d max_pool3d avg_pool1d avg_pool2d avg_pool3d
     adaptive_avg_pool1d adaptive_avg_pool3d adaptive_max_pool2d adaptive_max_pool3d
     upsample_bicubic2d upsample_trilinear3d upsample_linear1d upsample_nearest1d upsample_nearest3d

@@ -16,6 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
+    "ROBUST_STRATEGIES",
+    "ALL_STRATEGIES",
+    "class_quantile",
     "ORDINARY",
     "HARD",
     "NOISY",
@@ -34,6 +37,16 @@ FLAG_NAMES = ("ordinary", "hard", "noisy")
 # Table IV: vanilla CE, big-loss strengthening / weakening (the small-loss trick), hard only,
 # noisy only, and both (RDFER).
 STRATEGIES = ("ce", "bigloss_up", "bigloss_down", "hard_up", "noisy_down", "agreement")
+# Beyond the paper (issue 14), measured in benchmarks/noise_robustness.py:
+# * ``gce``: generalized cross-entropy (Zhang & Sabuncu, 2018), a robust loss that needs no flags;
+# * ``class_small_loss``: the small-loss trick ranked within each labelled class (per-class
+#   quantiles), so a rare class whose clean samples all have high loss is not dropped wholesale;
+# * ``vote_small_loss``: NOISY = the highest losses among samples whose clips agree
+#   (agreement >= ``agree_min``) on a class that is not the label;
+# * ``hard_disagree``: HARD = the highest losses among samples whose clips disagree;
+# * ``consensus``: both, with the NOISY candidates ranked by their per-class loss quantile.
+ROBUST_STRATEGIES = ("gce", "class_small_loss", "vote_small_loss", "hard_disagree", "consensus")
+ALL_STRATEGIES = STRATEGIES + ROBUST_STRATEGIES
 
 
 class AgreementStats(NamedTuple):
@@ -117,6 +130,48 @@ def flag_samples(
     return flags
 
 
+def class_quantile(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each value's quantile within its labelled class, ``(N,) -> (N,)`` in ``(0, 1]``.
+
+    The largest value of a class gets 1, the smallest ``1 / n_c``; ties keep index order. Ranking
+    by it instead of by the raw value takes the same share from every class, so a rare class
+    whose clean samples all have high loss is not flagged wholesale.
+    """
+    q = torch.zeros_like(values, dtype=torch.float)
+    for c in labels.unique():
+        idx = (labels == c).nonzero().squeeze(1)
+        order = torch.sort(values[idx], stable=True).indices
+        ranks = torch.empty_like(order)
+        ranks[order] = torch.arange(1, idx.numel() + 1, device=values.device)
+        q[idx] = ranks.float() / idx.numel()
+    return q
+
+
+def _robust_flags(strategy: str, agreement: torch.Tensor, loss: torch.Tensor, mode_class: torch.Tensor,
+                  labels: torch.Tensor, t_hard: float, t_noisy: float, agree_min: float) -> torch.Tensor:
+    """Flags of the :data:`ROBUST_STRATEGIES`; at most ``floor(t*N + 0.5)`` of each kind."""
+    n = agreement.numel()
+    flags = torch.full((n,), ORDINARY, dtype=torch.long, device=agreement.device)
+    if strategy == "class_small_loss":
+        by_rank = _order(class_quantile(loss, labels), loss, descending=True)
+        flags[by_rank[: _count(t_noisy, n)]] = NOISY
+        return flags
+    agree = agreement >= agree_min - 1e-6
+    if strategy in ("vote_small_loss", "consensus"):
+        # The clips settle on a class and it is not the label: the label is suspect; among those,
+        # the highest losses (within their labelled class for "consensus") are the most suspect.
+        suspect = (agree & (mode_class != labels)).nonzero().squeeze(1)
+        key = class_quantile(loss, labels)[suspect] if strategy == "consensus" else loss[suspect]
+        ranked = suspect[_order(key, loss[suspect], descending=True)]
+        flags[ranked[: _count(t_noisy, n)]] = NOISY
+    if strategy in ("hard_disagree", "consensus"):
+        # Hard = the clips disagree *and* the video is not learnt yet (high loss).
+        split = (~agree & (flags == ORDINARY)).nonzero().squeeze(1)
+        ranked = split[torch.sort(loss[split], descending=True, stable=True).indices]
+        flags[ranked[: _count(t_hard, n)]] = HARD
+    return flags
+
+
 def flags_for_strategy(
     strategy: str,
     agreement: torch.Tensor,
@@ -127,17 +182,26 @@ def flags_for_strategy(
     noisy_requires_mismatch: bool = False,
     mode_class: Optional[torch.Tensor] = None,
     labels: Optional[torch.Tensor] = None,
+    agree_min: float = 0.75,
 ) -> torch.Tensor:
-    """Flags for one of the Table IV :data:`STRATEGIES`.
+    """Flags for one of the Table IV :data:`STRATEGIES` or the :data:`ROBUST_STRATEGIES`.
 
     ``bigloss_up`` flags the top ``t_hard`` by loss HARD, ``bigloss_down`` the top ``t_noisy``
     by loss NOISY (the small-loss trick); ``hard_up`` / ``noisy_down`` keep one kind of the
-    agreement flags; ``agreement`` keeps both; ``ce`` flags nothing.
+    agreement flags; ``agreement`` keeps both; ``ce`` and ``gce`` flag nothing. The robust
+    strategies need ``mode_class`` and ``labels``; see :func:`_robust_flags`.
     """
+    if strategy not in ALL_STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose from {ALL_STRATEGIES}")
     n = agreement.numel()
     flags = torch.full((n,), ORDINARY, dtype=torch.long, device=agreement.device)
-    if strategy == "ce" or n == 0:
+    if strategy in ("ce", "gce") or n == 0:
         return flags
+    if strategy in ROBUST_STRATEGIES:
+        if mode_class is None or labels is None:
+            raise ValueError(f"strategy {strategy!r} needs mode_class and labels")
+        return _robust_flags(strategy, agreement.detach().float(), loss.detach().float(), mode_class, labels,
+                             t_hard, t_noisy, agree_min)
     if strategy in ("bigloss_up", "bigloss_down"):
         by_loss = torch.sort(loss.detach().float(), descending=True, stable=True).indices
         if strategy == "bigloss_up":
@@ -145,8 +209,6 @@ def flags_for_strategy(
         else:
             flags[by_loss[: _count(t_noisy, n)]] = NOISY
         return flags
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")
     flags = flag_samples(agreement, loss, confidence, t_hard, t_noisy, noisy_requires_mismatch, mode_class, labels)
     if strategy == "hard_up":
         flags[flags == NOISY] = ORDINARY
@@ -161,8 +223,9 @@ class AgreementLoss(nn.Module):
     ``loss = (1/B) sum_i w_i (CE_ls(logits_i, y_i) + aux_weight * mean_k CE_ls(clip_logits_ik, y_i)
     + locator_weight * CE(MIL(glimpse_logits_i), y_i))`` with ``w_i`` = ``lambda_hard`` /
     ``lambda_noisy`` / ``lambda_ordinary`` by flag. The last term exists only for models whose
-    locator gives per-glimpse evidence (``locator="saliency"``); its target is the label or, with
-    ``locator_target="prediction"``, the model's own (detached) video prediction.
+    locator gives per-glimpse evidence (``locator="peak"``, the default, or ``"saliency"``); its
+    target is the label or, with ``locator_target="prediction"``, the model's own (detached)
+    video prediction. With ``strategy="gce"`` the CE terms are generalized cross-entropy.
 
     Scope ``"epoch"`` (default): a memory keyed by dataset index keeps each sample's latest
     agreement, unsmoothed loss and confidence; :meth:`step_epoch` (call it at the end of every
@@ -173,8 +236,12 @@ class AgreementLoss(nn.Module):
         num_samples: size of the training set (indices are ``0 .. num_samples-1``).
         strategy: one of :data:`STRATEGIES`.
         class_weight: optional (K,) weights for class-weighted CE.
-        locator_weight: weight of the locator's multiple-instance term (saliency locator only).
+        locator_weight: weight of the locator's multiple-instance term ("peak" and "saliency" locators).
         locator_target: ``"label"`` or ``"prediction"`` (the target of that term).
+        agree_min: the agreement from which clips count as agreeing (robust strategies).
+        memory_momentum: ``m`` of the per-sample history: a seen sample's remembered loss and
+            agreement become ``m * old + (1 - m) * new`` (0: the latest value only).
+        gce_q: ``q`` of the generalized cross-entropy ``(1 - p_y^q) / q`` (strategy ``"gce"``).
 
     Call: ``criterion(output, target, index)`` with ``output`` an :class:`~rdfer.RDFEROutput`
     (or anything with ``logits`` (B, K) and ``clip_logits`` (B, n, K)), ``target`` (B,) and
@@ -198,15 +265,23 @@ class AgreementLoss(nn.Module):
         class_weight: Optional[torch.Tensor] = None,
         locator_weight: float = 1.0,
         locator_target: str = "label",
+        agree_min: float = 0.75,
+        memory_momentum: float = 0.0,
+        gce_q: float = 0.7,
     ) -> None:
         super().__init__()
+        if not 0.0 <= memory_momentum < 1.0:
+            raise ValueError(f"memory_momentum must be in [0, 1), got {memory_momentum}")
+        if not 0.0 < gce_q <= 1.0:
+            raise ValueError(f"gce_q must be in (0, 1], got {gce_q}")
+        self.agree_min, self.memory_momentum, self.gce_q = agree_min, memory_momentum, gce_q
         if locator_target not in ("label", "prediction"):
             raise ValueError(f"locator_target must be 'label' or 'prediction', got {locator_target!r}")
         self.locator_weight, self.locator_target = locator_weight, locator_target
         if scope not in ("epoch", "batch"):
             raise ValueError(f"scope must be 'epoch' or 'batch', got {scope!r}")
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")
+        if strategy not in ALL_STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; choose from {ALL_STRATEGIES}")
         self.num_samples = num_samples
         self.t_hard, self.t_noisy = t_hard, t_noisy
         self.label_smoothing, self.aux_weight = label_smoothing, aux_weight
@@ -229,18 +304,28 @@ class AgreementLoss(nn.Module):
 
     @property
     def active(self) -> bool:
-        """Whether reweighting applies now (strategy other than ``ce`` and past ``start_epoch``)."""
-        return self.strategy != "ce" and int(self.epoch) >= self.start_epoch
+        """Whether reweighting applies now (a flagging strategy and past ``start_epoch``)."""
+        return self.strategy not in ("ce", "gce") and int(self.epoch) >= self.start_epoch
 
     def per_sample_ce(self, logits: torch.Tensor, clip_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``CE_ls(video) + aux_weight * mean_k CE_ls(clip_k)`` per sample, shape (B,)."""
-        kw = dict(weight=self.class_weight, label_smoothing=self.label_smoothing, reduction="none")
-        video = F.cross_entropy(logits, target, **kw)
+        """``CE_ls(video) + aux_weight * mean_k CE_ls(clip_k)`` per sample, shape (B,).
+
+        With strategy ``"gce"`` each CE term is the generalized cross-entropy instead."""
+        video = self._base_loss(logits, target)
         if self.aux_weight == 0:
             return video
         n = clip_logits.shape[1]
-        clips = F.cross_entropy(clip_logits.flatten(0, 1), target.repeat_interleave(n), **kw)
+        clips = self._base_loss(clip_logits.flatten(0, 1), target.repeat_interleave(n))
         return video + self.aux_weight * clips.view(-1, n).mean(dim=1)
+
+    def _base_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.strategy == "gce":
+            # Bounded in [0, 1/q]: a wrong label cannot pull as hard as under CE (q -> 0 gives CE).
+            p = logits.float().softmax(dim=-1).gather(1, target.unsqueeze(1)).squeeze(1).clamp_min(1e-7)
+            loss = (1 - p ** self.gce_q) / self.gce_q
+            return loss * self.class_weight[target] if self.class_weight is not None else loss
+        return F.cross_entropy(logits, target, weight=self.class_weight, label_smoothing=self.label_smoothing,
+                               reduction="none")
 
     def forward(self, output, target: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         logits, clip_logits = output.logits, output.clip_logits
@@ -263,7 +348,7 @@ class AgreementLoss(nn.Module):
         return (w * per_sample).sum() / target.shape[0]
 
     def locator_loss(self, glimpse_logits: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Multiple-instance CE of the saliency locator's pooled glimpse logits, per sample (B,)."""
+        """Multiple-instance CE of the evidence locators' pooled glimpse logits, per sample (B,)."""
         from .model.sampler import mil_logits  # here, not at the top: rdfer.model imports this module
 
         goal = target if self.locator_target == "label" else logits.detach().argmax(dim=-1)
@@ -272,7 +357,7 @@ class AgreementLoss(nn.Module):
     def _strategy_flags(self, agreement, loss, confidence, mode, labels) -> torch.Tensor:
         return flags_for_strategy(
             self.strategy, agreement, loss, confidence, self.t_hard, self.t_noisy,
-            self.noisy_requires_mismatch, mode, labels,
+            self.noisy_requires_mismatch, mode, labels, self.agree_min,
         )
 
     @torch.no_grad()
@@ -281,8 +366,14 @@ class AgreementLoss(nn.Module):
             raise IndexError(f"sample index out of range [0, {self.num_samples}): {index.tolist()}")
         self.updates += 1
         dev = self.mem_stamp.device
-        self.mem_agreement[index] = stats.agreement.to(dev)
-        self.mem_loss[index] = loss.to(dev)
+        agreement, loss = stats.agreement.to(dev), loss.to(dev).float()
+        if self.memory_momentum > 0:
+            # History: blend with what was remembered (first sight: the value itself).
+            m = torch.where(self.mem_stamp[index] > 0, self.memory_momentum, 0.0)
+            agreement = m * self.mem_agreement[index] + (1 - m) * agreement
+            loss = m * self.mem_loss[index] + (1 - m) * loss
+        self.mem_agreement[index] = agreement
+        self.mem_loss[index] = loss
         self.mem_confidence[index] = stats.confidence.to(dev)
         self.mem_mode[index] = stats.mode_class.to(dev)
         self.mem_label[index] = target.to(dev)

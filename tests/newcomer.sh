@@ -63,16 +63,16 @@ done
 
 step "one tiny training run (the README's checkpoint path)"
 "$RDFER" train synthetic --epochs 1 --warmup-epochs 0 --synthetic-train 16 --synthetic-test 8 --num-frames 8 \
-  --batch-size 8 --quiet --out runs/demo/agreement
-test -f runs/demo/agreement/model.safetensors && test -f runs/demo/agreement/train.log
-"$RDFER" export --checkpoint runs/demo/agreement --format torchscript
+  --batch-size 8 --quiet --out runs/demo/rdfer
+test -f runs/demo/rdfer/model.safetensors && test -f runs/demo/rdfer/train.log
+"$RDFER" export --checkpoint runs/demo/rdfer --format torchscript
 
 step "the faces extra, predict on a real clip, the README's python blocks"
 "$VPY" -m pip install --quiet -c "$REPO/constraints.txt" "$WHEEL[faces]"
 CLIP="$REPO/../shared/data/real-video/single_face.mp4"
 if [ -f "$CLIP" ]; then
   cp "$CLIP" clip.mp4
-  "$RDFER" predict clip.mp4 --checkpoint runs/demo/agreement
+  "$RDFER" predict clip.mp4 --checkpoint runs/demo/rdfer
 else  # a pip user's checkout without the shared test clips: any video will do for the blocks
   "$VPY" -c "import av, numpy as np
 with av.open('clip.mp4', 'w') as c:

@@ -23,19 +23,25 @@ def test_noise_robustness_quick(tmp_path):
     result = json.loads((tmp_path / "noise_robustness_quick.json").read_text())
     assert "--quick" in result["meta"]["command"] and result["meta"]["machine"]
     runs = {r["strategy"]: r for r in result["runs"]}
-    assert set(runs) == {"ce", "agreement"}
+    assert set(runs) == {"ce", "agreement", "consensus"}
+    assert len(list((tmp_path / "noise_robustness_quick_runs").glob("*.json"))) == 3  # one file per run
     for r in runs.values():
-        assert r["noise"] == "symmetric" and r["noise_rate"] == 0.4
-        assert 0 <= r["war"] <= 1 and 0 <= r["uar"] <= 1
-        assert 0 <= r["window_iou_trained"] <= 1 and 0 <= r["window_iou_untrained"] <= 1
+        assert r["noise"] == "symmetric" and r["noise_rate"] == 0.4 and r["distribution"] == "long_tail"
+        for m in (r, r["val"]):
+            assert 0 <= m["war"] <= 1 and 0 <= m["uar"] <= 1
         for key in ("noisy_vs_is_noisy", "hard_vs_is_hard"):
             assert 0 <= r[key]["precision"] <= 1 and 0 <= r[key]["recall"] <= 1
+        assert 0 <= r["clean_rare_dropped"] <= r["clean_rare"]
     # CE flags nothing; the agreement loss flags exactly the configured shares of the 48 videos
-    # (2 epochs, warm-up 1: the flags of the last epoch were computed after epoch 1).
+    # (2 epochs, warm-up 1: the flags of the last epoch were computed after epoch 1); consensus
+    # flags at most those shares.
     assert runs["ce"]["noisy_vs_is_noisy"]["flagged"] == runs["ce"]["hard_vs_is_hard"]["flagged"] == 0
     assert runs["agreement"]["hard_vs_is_hard"]["flagged"] == round(0.2 * 48)
     assert runs["agreement"]["noisy_vs_is_noisy"]["flagged"] == round(0.1 * 48)
+    assert runs["consensus"]["hard_vs_is_hard"]["flagged"] <= round(0.2 * 48)
+    assert runs["consensus"]["noisy_vs_is_noisy"]["flagged"] <= round(0.1 * 48)
     assert "table_v" in runs["agreement"] and "table_v" not in runs["ce"]
+    assert result["meta"]["finalist"] == "consensus"  # the only robust flag rule in the quick grid
     md = (tmp_path / "noise_robustness_quick.md").read_text()
     assert "| noise | strategy |" in md and "Table V" in md and md in proc.stdout
     with Image.open(tmp_path / "noise_robustness_quick.png") as img:

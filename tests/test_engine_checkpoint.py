@@ -85,3 +85,28 @@ def test_atomic_writes_get_the_umask_permissions_and_leave_nothing_behind(tmp_pa
         os.umask(old)
     assert (tmp_path / "a.txt").read_text() == "hello"  # the old file survives a crash
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]  # no temporary left behind
+
+
+def test_locator_round_trips_and_pre_locator_checkpoints_load_as_mean(tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    sal = rdfer.create_model("rdfer_small", locator="saliency").eval()
+    rdfer.save_model(sal, tmp_path / "sal.safetensors")
+    assert rdfer.load_model(tmp_path / "sal.safetensors").config["locator"] == "saliency"
+    mean = rdfer.create_model("rdfer_small", locator="mean")
+    with pytest.raises(CheckpointError, match="locator: checkpoint 'saliency' vs model 'mean'"):
+        load_weights(mean, tmp_path / "sal.safetensors")
+    # A checkpoint written before the option existed: its config has no "locator" key.
+    mean.eval()
+    rdfer.save_model(mean, tmp_path / "old.safetensors")
+    with safe_open(str(tmp_path / "old.safetensors"), framework="pt") as f:
+        meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(meta["rdfer_config"])
+    del config["locator"]
+    save_file(state, str(tmp_path / "old.safetensors"), metadata={**meta, "rdfer_config": json.dumps(config)})
+    old = rdfer.load_model(tmp_path / "old.safetensors").eval()
+    assert old.config["locator"] == "mean"
+    x = torch.randn(1, 3, 16, 32, 32)
+    assert torch.equal(old(x).logits, mean(x).logits)

@@ -1,4 +1,4 @@
-"""The three locators of the key-expression re-sampler: window arithmetic, gradients, export, and a
+"""The locators of the key-expression re-sampler: window arithmetic, gradients, export, and a
 locator that learns to look where the expression is."""
 
 import math
@@ -44,6 +44,37 @@ def test_saliency_window_on_a_hand_case():
     assert centre.item() > 15.5  # pulled towards the late glimpses
 
 
+def test_the_default_locator_is_peak_and_a_clip_level_detector_falls_back_to_mean():
+    assert rdfer.create_model("rdfer_small").config["locator"] == "peak"
+    assert rdfer.wrap_with_rdfer("tiny_cnn", **SMALL).sampler.locator_kind == "peak"
+    clip_level = rdfer.wrap_with_rdfer("tiny_cnn", detector="mc3_18", **SMALL)
+    assert clip_level.config["locator"] == "mean" and clip_level.sampler.locator_kind == "mean"
+
+
+def test_peak_locator_sits_on_the_stronger_of_two_bursts():
+    det = create_backbone("tiny_cnn", widths=(4, 8))
+    peak = KeyExpressionSampler(det, num_positions=16, num_glimpses=8, locator="peak", num_classes=3)
+    spread = KeyExpressionSampler(det, num_positions=16, num_glimpses=8, locator="saliency", num_classes=3)
+    t, g = 32, 8  # cells of 4 frames, centres 1.5, 5.5, ..., 29.5
+    logits = torch.zeros(1, g, 3)
+    logits[0, 1, 2] = 19.0  # a burst early...
+    logits[0, 6, 2] = 20.0  # ...and a stronger one late
+    bounds = dict(delta_min=0.25 * 31 / 15, delta_max=31 / 15)
+    c_peak, d_peak = peak._saliency_window(logits, t, **bounds)
+    c_spread, d_spread = spread._saliency_window(logits, t, **bounds)
+    # "saliency" averages the two bursts: a window over nearly everything, centred in between.
+    assert d_spread.item() > 1.5 and 10 < c_spread.item() < 22
+    # "peak" keeps glimpses 4..7 (within ceil(8/4) = 2 of glimpse 6): cell 6 dominates.
+    w = torch.tensor([1.0, 1.0, math.exp(20.0), 1.0])
+    w = w / w.sum()
+    x = torch.tensor([17.5, 21.5, 25.5, 29.5])
+    c = float((w * x).sum())
+    span = 2 * math.sqrt(3) * math.sqrt(float((w * (x - c) ** 2).sum()) + 16 / 12)
+    delta = max(span / 15, 0.25 * 31 / 15)
+    assert d_peak.item() == pytest.approx(delta, abs=1e-5)
+    assert c_peak.item() == pytest.approx(min(c, 31 - 15 * delta / 2), abs=1e-4)
+
+
 @pytest.mark.parametrize("locator", LOCATORS)
 def test_every_locator_keeps_the_window_inside_the_video(locator):
     model = rdfer.wrap_with_rdfer("tiny_cnn", locator=locator, **SMALL).eval()
@@ -55,7 +86,7 @@ def test_every_locator_keeps_the_window_inside_the_video(locator):
         assert torch.allclose(steps, out.delta.unsqueeze(1).expand_as(steps), atol=1e-4)
         # mu is the window centre as a fraction of the video: mean position / (T - 1)
         assert torch.allclose(out.mu * (t - 1), out.positions.mean(dim=1), atol=1e-4)
-        expected_g = 8 if locator == "saliency" else 0
+        expected_g = 8 if locator in ("saliency", "peak") else 0
         assert out.glimpse_logits.shape == (3, expected_g, 7)
 
 
@@ -65,7 +96,7 @@ def test_gradient_reaches_every_locator(locator):
     out = model(torch.randn(2, 3, 24, 32, 32))
     loss = rdfer.AgreementLoss(2)(out, torch.tensor([0, 3]), torch.tensor([0, 1]))
     loss.backward()
-    head = model.sampler.glimpse_head if locator == "saliency" else model.sampler.locator
+    head = model.sampler.glimpse_head if locator in ("saliency", "peak") else model.sampler.locator
     assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
     assert model.sampler.detector.features[0].weight.grad.abs().sum() > 0
 
@@ -103,7 +134,7 @@ def test_bad_locator_options_are_refused():
         rdfer.wrap_with_rdfer("tiny_cnn", locator="map", detector="mc3_18", **SMALL)
 
 
-@pytest.mark.parametrize("locator", ["map", "saliency"])
+@pytest.mark.parametrize("locator", ["map", "saliency", "peak"])
 def test_locators_export_and_trace(tmp_path, locator):
     from fvcore.nn import FlopCountAnalysis
 
@@ -133,16 +164,19 @@ def _last_third_toy(n: int, t: int = 24, seed: int = 0):
     return videos, labels
 
 
-def test_the_saliency_locator_learns_to_look_at_the_last_third():
-    locator = "saliency"
+@pytest.mark.parametrize("locator", ["peak", "saliency"])
+def test_the_evidence_locators_learn_to_look_at_the_last_third(locator):
     torch.manual_seed(0)
     model = rdfer.wrap_with_rdfer(
         "tiny_cnn", num_classes=2, locator=locator, backbone_kwargs=dict(widths=(8, 8)),
         detector_kwargs=dict(widths=(8, 8)), d_model=16, summary_dim=4, num_glimpses=8, n_clips=2, clip_len=4)
     criterion = rdfer.AgreementLoss(64, strategy="ce", label_smoothing=0.0)
     videos, labels = _last_third_toy(64)
+    def share_in_last_third(out):  # of the frames read, the share inside frames 16..23
+        return (out.positions >= 15.5).float().mean().item()
+
     with torch.no_grad():
-        before = model.eval()(videos).mu.mean().item()
+        before = share_in_last_third(model.eval()(videos))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
     for _ in range(10):
@@ -153,6 +187,9 @@ def test_the_saliency_locator_learns_to_look_at_the_last_third():
             opt.step()
     with torch.no_grad():
         out = model.eval()(videos)
-    assert abs(before - 0.5) < 0.05  # starts centred
-    # The expression occupies frames 16..23 of 24: the window's centre moves into the last third.
-    assert out.mu.mean().item() > 0.62, out.mu.mean().item()
+    # Untrained, "saliency" reads the whole video (3/8 of the frames land in the last third) and
+    # "peak" about half of it around an arbitrary glimpse; trained, most frames read are in the
+    # last third, where the expression is, and the window's centre is there too.
+    assert before < 0.5, before
+    assert share_in_last_third(out) > 0.6 and share_in_last_third(out) > before + 0.15, share_in_last_third(out)
+    assert out.mu.mean().item() > 0.7, out.mu.mean().item()

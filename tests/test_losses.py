@@ -114,7 +114,7 @@ def _three_samples():
 def test_epoch_scope_flags_and_exact_gradients():
     logits, clips, target = _three_samples()
     index = torch.tensor([0, 1, 2])
-    crit = AgreementLoss(num_samples=3, t_hard=1 / 3, t_noisy=1 / 3)
+    crit = AgreementLoss(num_samples=3, strategy="agreement", t_hard=1 / 3, t_noisy=1 / 3)
     crit(Out(logits, clips), target, index)
     assert crit.last_flags.tolist() == [0, 0, 0]  # nothing flagged before the first step_epoch
     assert crit.step_epoch().tolist() == [HARD, NOISY, ORDINARY]
@@ -146,7 +146,7 @@ def test_loss_value_matches_formula():
 
 def test_start_epoch_delays_reweighting():
     logits, clips, target = _three_samples()
-    crit = AgreementLoss(num_samples=3, t_hard=1 / 3, t_noisy=1 / 3, start_epoch=2)
+    crit = AgreementLoss(num_samples=3, strategy="agreement", t_hard=1 / 3, t_noisy=1 / 3, start_epoch=2)
     for epoch in range(3):
         crit(Out(logits, clips), target, torch.arange(3))
         expect = [0, 0, 0] if epoch < 2 else [HARD, NOISY, ORDINARY]
@@ -156,13 +156,13 @@ def test_start_epoch_delays_reweighting():
 
 def test_batch_scope():
     logits, clips, target = _three_samples()
-    crit = AgreementLoss(num_samples=3, t_hard=1 / 3, t_noisy=1 / 3, scope="batch")
+    crit = AgreementLoss(num_samples=3, strategy="agreement", t_hard=1 / 3, t_noisy=1 / 3, scope="batch")
     crit(Out(logits, clips), target, torch.arange(3))
     assert crit.last_flags.tolist() == [HARD, NOISY, ORDINARY]
 
 
 def test_unseen_indices_stay_ordinary_and_state_dict_roundtrip():
-    crit = AgreementLoss(num_samples=20, t_hard=0.2, t_noisy=0.1)
+    crit = AgreementLoss(num_samples=20, strategy="agreement", t_hard=0.2, t_noisy=0.1)
     torch.manual_seed(1)
     for start in (0, 5):  # indices 10..19 never seen
         idx = torch.arange(start, start + 5)
@@ -170,21 +170,21 @@ def test_unseen_indices_stay_ordinary_and_state_dict_roundtrip():
     flags = crit.step_epoch()
     assert (flags[10:] == ORDINARY).all()
     assert (flags[:10] == HARD).sum() == 2 and (flags[:10] == NOISY).sum() == 1  # counts over the 10 seen
-    restored = AgreementLoss(num_samples=20, t_hard=0.2, t_noisy=0.1)
+    restored = AgreementLoss(num_samples=20, strategy="agreement", t_hard=0.2, t_noisy=0.1)
     restored.load_state_dict(crit.state_dict())
     assert torch.equal(restored.flags, crit.flags) and int(restored.epoch) == 1
     assert torch.equal(restored.step_epoch(), crit.step_epoch())
 
 
 def test_index_out_of_range_is_clear():
-    crit = AgreementLoss(num_samples=2)
+    crit = AgreementLoss(num_samples=2, strategy="agreement")
     with pytest.raises(IndexError, match=r"\[0, 2\)"):
         crit(Out(torch.randn(1, 7), torch.randn(1, 4, 7)), torch.tensor([0]), torch.tensor([5]))
 
 
 def test_with_the_real_model_end_to_end():
     model = rdfer.create_model("rdfer_small")
-    crit = AgreementLoss(num_samples=4, scope="batch", t_hard=0.25, t_noisy=0.25)
+    crit = AgreementLoss(num_samples=4, strategy="agreement", scope="batch", t_hard=0.25, t_noisy=0.25)
     target = torch.tensor([0, 1, 2, 3])
     out = model(torch.randn(4, 3, 16, 32, 32))
     loss = crit(out, target, torch.arange(4))
@@ -192,5 +192,7 @@ def test_with_the_real_model_end_to_end():
     flags = crit.last_flags
     assert sorted(flags.tolist()) == [ORDINARY, ORDINARY, HARD, NOISY]  # one of each slot of 4 * 0.25
     w = torch.tensor([1.0, 1.5, 0.0])[flags]
-    assert loss.item() == pytest.approx((w * crit.per_sample_ce(out.logits, out.clip_logits, target)).mean().item(), rel=1e-5)
-    assert model.sampler.locator.weight.grad.abs().sum() > 0  # the loss trains the re-sampler too
+    # The default (saliency) locator adds its multiple-instance term, weighted by the flag too.
+    per_sample = crit.per_sample_ce(out.logits, out.clip_logits, target) + crit.locator_loss(out.glimpse_logits, out.logits, target)
+    assert loss.item() == pytest.approx((w * per_sample).mean().item(), rel=1e-5)
+    assert model.sampler.glimpse_head.weight.grad.abs().sum() > 0  # the loss trains the re-sampler too

@@ -55,7 +55,7 @@ def test_hand_case_losses_rank_as_described():
 
 
 def test_epoch_memory_stores_label_vote_and_plain_loss_by_index():
-    crit = AgreementLoss(num_samples=4, t_hard=0.0, t_noisy=0.25, noisy_requires_mismatch=True)
+    crit = AgreementLoss(num_samples=4, strategy="agreement", t_hard=0.0, t_noisy=0.25, noisy_requires_mismatch=True)
     for out, target, index in _batches():
         crit(out, target, index)
     assert crit.mem_label.tolist() == LABELS  # the label, not the clips' vote
@@ -69,8 +69,8 @@ def test_noisy_requires_mismatch_in_epoch_scope():
     # One NOISY slot (t_noisy * 4 = 1). Sample 0 has the highest loss but its clips agree with
     # its label: with noisy_requires_mismatch it cannot be NOISY, so sample 1 (next by loss, and
     # a mismatch) is; without the option sample 0 is.
-    strict = AgreementLoss(num_samples=4, t_hard=0.0, t_noisy=0.25, noisy_requires_mismatch=True)
-    loose = AgreementLoss(num_samples=4, t_hard=0.0, t_noisy=0.25)
+    strict = AgreementLoss(num_samples=4, strategy="agreement", t_hard=0.0, t_noisy=0.25, noisy_requires_mismatch=True)
+    loose = AgreementLoss(num_samples=4, strategy="agreement", t_hard=0.0, t_noisy=0.25)
     for crit in (strict, loose):
         for out, target, index in _batches():
             crit(out, target, index)
@@ -86,7 +86,7 @@ def test_noisy_requires_mismatch_in_epoch_scope():
 
 
 def test_memory_keeps_the_latest_visit_and_flags_cover_seen_samples_only():
-    crit = AgreementLoss(num_samples=6, t_hard=0.0, t_noisy=0.2, noisy_requires_mismatch=True)
+    crit = AgreementLoss(num_samples=6, strategy="agreement", t_hard=0.0, t_noisy=0.2, noisy_requires_mismatch=True)
     batches = list(_batches())
     for out, target, index in batches:
         crit(out, target, index)
@@ -106,7 +106,7 @@ def test_lambdas_weight_each_flag_in_the_loss_value():
                            [2.0, 0, 0, 0, 0, 0, 0]])
     clips = F.one_hot(torch.tensor([[0, 1, 2, 3], [2, 2, 2, 2], [0, 0, 0, 1]]), 7).float() * 4
     target = torch.tensor([0, 5, 0])
-    crit = AgreementLoss(3, t_hard=1 / 3, t_noisy=1 / 3, lambda_hard=2.0, lambda_noisy=0.3, lambda_ordinary=0.7,
+    crit = AgreementLoss(3, strategy="agreement", t_hard=1 / 3, t_noisy=1 / 3, lambda_hard=2.0, lambda_noisy=0.3, lambda_ordinary=0.7,
                          scope="batch", label_smoothing=0.0, aux_weight=0.5)
     value = crit(Out(logits, clips), target, torch.arange(3))
     assert crit.last_flags.tolist() == [HARD, NOISY, ORDINARY]
@@ -130,13 +130,13 @@ def test_aux_weight_zero_and_class_weights():
 
 def test_bad_scope_and_strategy_are_refused_by_name():
     with pytest.raises(ValueError, match="scope must be 'epoch' or 'batch', got 'epochs'"):
-        AgreementLoss(3, scope="epochs")
+        AgreementLoss(3, strategy="agreement", scope="epochs")
     with pytest.raises(ValueError, match="unknown strategy 'agree'"):
         AgreementLoss(3, strategy="agree")
 
 
 def test_defaults_are_the_papers_and_the_memory_is_integer_where_it_holds_ids():
-    crit = AgreementLoss(5)
+    crit = AgreementLoss(5, strategy="agreement")
     assert (crit.t_hard, crit.t_noisy, crit.label_smoothing, crit.aux_weight) == (0.2, 0.1, 0.1, 0.1)
     assert (crit.scope, crit.strategy, crit.start_epoch, crit.noisy_requires_mismatch) == ("epoch", "agreement", 0, False)
     assert crit.weights.tolist() == [1.0, 1.5, 0.0]  # ORDINARY, HARD, NOISY
@@ -150,13 +150,13 @@ def test_defaults_are_the_papers_and_the_memory_is_integer_where_it_holds_ids():
     assert set(dict(crit.named_buffers())) == {"weights", "mem_agreement", "mem_loss", "mem_confidence", "mem_mode",
                                               "mem_label", "mem_stamp", "flags", "epoch", "updates"}
     assert crit.active  # reweighting from epoch 0 by default
-    assert not AgreementLoss(5, strategy="ce").active and not AgreementLoss(5, start_epoch=1).active
-    weighted = AgreementLoss(5, class_weight=[1, 2, 3, 4, 5, 6, 7])
+    assert not AgreementLoss(5, strategy="ce").active and not AgreementLoss(5, strategy="agreement", start_epoch=1).active
+    weighted = AgreementLoss(5, strategy="agreement", class_weight=[1, 2, 3, 4, 5, 6, 7])
     assert weighted.class_weight.dtype == torch.float32 and weighted.class_weight.tolist() == [1, 2, 3, 4, 5, 6, 7]
 
 
 def test_counters_advance_per_batch_and_per_epoch():
-    crit = AgreementLoss(4)
+    crit = AgreementLoss(4, strategy="agreement")
     for out, target, index in _batches():
         crit(out, target, index)
     assert int(crit.updates) == 2 and int(crit.epoch) == 0
@@ -205,8 +205,8 @@ def test_big_loss_ties_go_to_the_lower_index_and_one_sample_can_be_flagged():
 def test_noisy_requires_mismatch_in_batch_scope():
     # The same hand case as one batch: the flags come from the batch's own clip votes and labels.
     logits, clips, labels = _hand_case()
-    strict = AgreementLoss(4, t_hard=0.0, t_noisy=0.25, scope="batch", noisy_requires_mismatch=True)
-    loose = AgreementLoss(4, t_hard=0.0, t_noisy=0.25, scope="batch")
+    strict = AgreementLoss(4, strategy="agreement", t_hard=0.0, t_noisy=0.25, scope="batch", noisy_requires_mismatch=True)
+    loose = AgreementLoss(4, strategy="agreement", t_hard=0.0, t_noisy=0.25, scope="batch")
     strict(Out(logits, clips), labels, torch.arange(4))
     loose(Out(logits, clips), labels, torch.arange(4))
     assert strict.last_flags.tolist() == [ORDINARY, NOISY, ORDINARY, ORDINARY]

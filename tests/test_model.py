@@ -34,32 +34,58 @@ def test_fvcore_traces_wrapped_model_with_every_switch_off():
     assert analysis.total() > 0
 
 
-def test_gradient_reaches_detector_through_resampler():
-    model = rdfer.wrap_with_rdfer("tiny_cnn", **SMALL)
+@pytest.mark.parametrize("kind", ["saliency", "mean"])
+def test_gradient_reaches_detector_through_resampler(kind):
+    model = rdfer.wrap_with_rdfer("tiny_cnn", locator=kind, **SMALL)
+    if kind == "saliency":
+        # Untrained, the saliency is nearly flat: the window spans the whole video, its stride is
+        # clamped at delta_max and no gradient passes (the multiple-instance term trains it
+        # first). Peaked evidence gives a window inside the video, through which it flows.
+        from test_model_layout import peak_evidence
+
+        peak_evidence(model.sampler, glimpse=4)
     video = torch.randn(2, 3, 24, 32, 32)
     out = model(video)
+    if kind == "saliency":
+        assert (out.delta < (24 - 1) / 15 - 1e-3).all()
+    # The recognizer's outputs only: the gradient flows through the interpolation.
     (out.logits.square().sum() + out.clip_logits.square().sum()).backward()
-    locator = model.sampler.locator
+    locator = model.sampler.locator if kind == "mean" else model.sampler.glimpse_head
     assert locator.weight.grad.abs().sum() > 0 and locator.bias.grad.abs().sum() > 0
     # ...and further into the detector's own convolutions.
     first_conv = model.sampler.detector.features[0]
     assert first_conv.weight.grad is not None and first_conv.weight.grad.abs().sum() > 0
 
 
-def test_nearest_sampling_gives_no_gradient_to_locator():
-    model = rdfer.wrap_with_rdfer("tiny_cnn", sampling="nearest", summary=False, **SMALL)
+@pytest.mark.parametrize("kind", ["saliency", "mean"])
+def test_nearest_sampling_gives_no_gradient_to_locator(kind):
+    model = rdfer.wrap_with_rdfer("tiny_cnn", sampling="nearest", summary=False, locator=kind, **SMALL)
     model(torch.randn(2, 3, 24, 32, 32)).logits.sum().backward()
-    assert model.sampler.locator.weight.grad is None or model.sampler.locator.weight.grad.abs().sum() == 0
+    locator = model.sampler.locator if kind == "mean" else model.sampler.glimpse_head
+    assert locator.weight.grad is None or locator.weight.grad.abs().sum() == 0
 
 
-def test_first_forward_is_near_uniform():
-    model = rdfer.wrap_with_rdfer("tiny_cnn", **SMALL).eval()
+def test_first_forward_of_the_mean_locator_is_near_uniform():
+    model = rdfer.wrap_with_rdfer("tiny_cnn", locator="mean", **SMALL).eval()
     t = 64
     with torch.no_grad():
         out = model(torch.rand(3, 3, t, 32, 32))
     uniform = torch.linspace(0, t - 1, 16)
     assert (out.positions - uniform).abs().max() < 0.06 * (t - 1)
     assert (out.mu - 0.5).abs().max() < 0.02
+
+
+def test_first_forward_of_the_peak_locator_reads_part_of_the_video():
+    # Untrained, the window lies around the strongest glimpse and spans at most the 2 * ceil(16/4)
+    # + 1 = 9 glimpse cells there (fewer at the ends of the video), at least the minimum stride's
+    # span: a third to a half of the video, not all of it (README, "Locators").
+    model = rdfer.wrap_with_rdfer("tiny_cnn", **SMALL).eval()
+    t = 64
+    with torch.no_grad():
+        out = model(torch.rand(3, 3, t, 32, 32))
+    span = out.positions[:, -1] - out.positions[:, 0]
+    assert ((span >= 0.25 * (t - 1) - 1e-4) & (span <= 9 / 16 * t)).all(), span
+    assert (out.positions >= 0).all() and (out.positions <= t - 1).all()
 
 
 def test_resample_false_builds_no_detector_and_reports_uniform():

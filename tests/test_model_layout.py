@@ -64,7 +64,7 @@ def test_clip_level_backbone_gets_consecutive_frames_per_clip():
 def test_clip_level_clips_follow_the_resampled_positions():
     # With the re-sampler the frames are interpolated at the learnt positions: frame j of clip i
     # of item b has the value 100 b + positions[b, 4i + j] (linear interpolation of index frames).
-    model = rdfer.wrap_with_rdfer("mc3_18", **SMALL).eval()
+    model = rdfer.wrap_with_rdfer("mc3_18", locator="mean", **SMALL).eval()  # a window set by hand
     with torch.no_grad():
         model.sampler.locator.weight.zero_()
         model.sampler.locator.bias.copy_(torch.tensor([-1.0, 2.0]))  # a short window late in the video
@@ -145,17 +145,33 @@ def test_mu_is_the_mean_position_over_t_minus_1(t):
     assert not torch.allclose(out.mu, torch.full_like(out.mu, 0.5))  # the window really moved
 
 
-def test_mu_of_the_whole_model_with_and_without_resampling():
+def peak_evidence(sampler, glimpse: int, strength: float = 8.0):
+    """Add ``strength`` to class 0's logit at one glimpse of the saliency locator's evidence (a
+    forward hook, so the head's own parameters stay in the graph)."""
+
+    def hook(module, inputs, output):
+        bump = torch.zeros_like(output)
+        bump[:, glimpse, 0] = strength
+        return output + bump
+
+    return sampler.glimpse_head.register_forward_hook(hook)
+
+
+@pytest.mark.parametrize("locator", ["saliency", "mean", "map", None])
+def test_mu_of_the_whole_model_with_and_without_resampling(locator):
     video = torch.randn(2, 3, 21, 32, 32)
-    for resample in (True, False):
-        model = rdfer.wrap_with_rdfer("tiny_cnn", resample=resample, **SMALL).eval()
-        if resample:
-            with torch.no_grad():
-                model.sampler.locator.bias.copy_(torch.tensor([0.0, 1.5]))
-        with torch.no_grad():
-            out = model(video)
-        assert torch.allclose(out.mu * 20, out.positions.mean(1), atol=1e-4), resample
-        assert torch.allclose(out.delta, out.positions.diff(dim=1).mean(1), atol=1e-4), resample
+    options = dict(resample=False) if locator is None else dict(locator=locator)
+    model = rdfer.wrap_with_rdfer("tiny_cnn", **options, **SMALL).eval()
+    with torch.no_grad():
+        if locator == "saliency":
+            peak_evidence(model.sampler, glimpse=12)  # the window moves there
+        elif locator is not None:
+            model.sampler.locator.bias.copy_(torch.tensor([0.0, 1.5]))
+        out = model(video)
+    if locator is not None:
+        assert not torch.allclose(out.mu, torch.full_like(out.mu, 0.5), atol=1e-3)
+    assert torch.allclose(out.mu * 20, out.positions.mean(1), atol=1e-4)
+    assert torch.allclose(out.delta, out.positions.diff(dim=1).mean(1), atol=1e-4)
 
 
 def test_detector_glimpses_uniform_frames_and_summary_is_its_mean_feature():

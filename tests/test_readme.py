@@ -66,12 +66,12 @@ COMMANDS = {
     "rdfer train csv --train train.csv --test test.csv --strategy ce --class-weighted": (TINY_TRAIN, ""),
     "rdfer train ferv39k --root /data/FERV39K --config my.yaml --lr 3e-4": (TINY_TRAIN, ""),
     "torchrun --standalone --nproc_per_node=4 -m rdfer train dfew --root /data/DFEW --fold 1 --amp": (TINY_TRAIN, "2 processes on 2 cores"),
-    "rdfer predict clip1.mp4 clip2.mov --checkpoint runs/demo/agreement": ([], ""),
+    "rdfer predict clip1.mp4 clip2.mov --checkpoint runs/demo/rdfer": ([], ""),
     "rdfer audit dfew --root /data/DFEW --fold 1 --checkpoint runs/dfew_fold1": (TINY_DATA, ""),
-    "rdfer audit synthetic --checkpoint runs/demo/agreement --num-frames 16 --image-size 32 --synthetic-train 1200 --synthetic-test 600 --noise-rate 0.3": (TINY_SYNTHETIC, ""),
-    "rdfer analyze synthetic --checkpoint runs/demo/agreement --num-frames 16 --image-size 32 --synthetic-train 1200 --synthetic-test 600 --noise-rate 0.3": (TINY_SYNTHETIC, ""),
-    "rdfer export --checkpoint runs/demo/agreement --format onnx": ([], ""),
-    "rdfer export --checkpoint runs/demo/agreement --format torchscript": ([], ""),
+    "rdfer audit synthetic --checkpoint runs/demo/rdfer --num-frames 16 --image-size 32 --synthetic-train 1200 --synthetic-test 600 --noise-rate 0.3 --synthetic-distribution long_tail": (TINY_SYNTHETIC, ""),
+    "rdfer analyze synthetic --checkpoint runs/demo/rdfer --num-frames 16 --image-size 32 --synthetic-train 1200 --synthetic-test 600 --noise-rate 0.3 --synthetic-distribution long_tail": (TINY_SYNTHETIC, ""),
+    "rdfer export --checkpoint runs/demo/rdfer --format onnx": ([], ""),
+    "rdfer export --checkpoint runs/demo/rdfer --format torchscript": ([], ""),
 }
 
 
@@ -169,7 +169,7 @@ def test_every_readme_command_runs(workspace):
     from rdfer.cli import main
 
     ws, outs = workspace, {}
-    assert (ws / "runs" / "demo" / "agreement" / "model.safetensors").is_file()
+    assert (ws / "runs" / "demo" / "rdfer" / "model.safetensors").is_file()
     for n, command in enumerate(shell_commands(README.read_text(encoding="utf-8"))):
         start = time.time()
         extra, why = COMMANDS[command]
@@ -204,7 +204,7 @@ def test_every_readme_command_runs(workspace):
     assert (default_run["lr"], default_run["weight_decay"], default_run["augment"]) == (2e-3, 0.05, False)
     assert (paper_run["lr"], paper_run["weight_decay"], paper_run["augment"]) == (7e-4, 0.05, True)
     for name in ("model.onnx", "model.torchscript.pt", "audit_train/audit.md", "analyze_test/analysis.md"):
-        assert (ws / "runs" / "demo" / "agreement" / name).is_file(), name
+        assert (ws / "runs" / "demo" / "rdfer" / name).is_file(), name
     assert (ws / "packs" / "dfew1_train" / "index.json").is_file()
     assert list(ws.glob("dist/rdfer-*.whl"))
 

@@ -224,6 +224,8 @@ def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu", b
     detector_kwargs = config.pop("detector_kwargs", {})
     if config.get("detector") is None:
         config.pop("detector", None)
+    # Checkpoints from before the locator option (rdfer 0.1) all used the time-averaged head.
+    config.setdefault("locator", "mean")
     model = wrap_with_rdfer(
         backbone if name is None else name,
         num_classes=num_classes,
@@ -245,9 +247,10 @@ def load_weights(model: nn.Module, path: PathLike, map_location: Union[str, torc
     from safetensors.torch import load_file
 
     file = _model_file(path)
-    stored = read_model_config(file)
+    stored = {"locator": "mean", **read_model_config(file)}  # older checkpoints: see load_model
     own = getattr(model, "config", {}) or {}
-    keys = ("backbone", "num_classes", "n_clips", "clip_len", "d_model", "resample", "summary", "sequence_model", "fusion")
+    keys = ("backbone", "num_classes", "n_clips", "clip_len", "d_model", "resample", "summary", "sequence_model", "fusion",
+            "locator")
     diffs = [f"{k}: checkpoint {stored.get(k)!r} vs model {own.get(k)!r}" for k in keys if k in own and stored.get(k) != own.get(k)]
     if diffs:
         raise CheckpointError(f"{file} belongs to another model: " + "; ".join(diffs))

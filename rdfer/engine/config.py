@@ -48,6 +48,7 @@ class TrainConfig:
     synthetic_test: int = 400
     noise_rate: float = 0.0  # synthetic: injected label noise in the training set
     noise: str = "symmetric"
+    synthetic_distribution: str = "uniform"  # synthetic: uniform | long_tail class frequencies
     val_fraction: float = 0.0  # carve a validation split from train, for model selection
     classes: Optional[List[str]] = None  # csv: the class names, in order (default: from the labels)
     # -- model ---------------------------------------------------------------------------
@@ -56,7 +57,7 @@ class TrainConfig:
     pretrained: Union[bool, str] = False
     model_options: Dict[str, Any] = field(default_factory=dict)  # wrap_with_rdfer overrides
     # -- loss ----------------------------------------------------------------------------
-    strategy: str = "agreement"  # ce | bigloss_up | bigloss_down | hard_up | noisy_down | agreement
+    strategy: str = "agreement"  # rdfer.losses.ALL_STRATEGIES
     t_hard: float = 0.2
     t_noisy: float = 0.1
     lambda_hard: float = 1.5
@@ -66,6 +67,9 @@ class TrainConfig:
     loss_scope: str = "epoch"
     start_epoch: Optional[int] = None  # None: the warm-up length
     noisy_requires_mismatch: bool = False
+    agree_min: float = 0.75  # robust strategies: agreement from which the clips count as agreeing
+    memory_momentum: float = 0.0  # per-sample loss/agreement history across epochs (0: latest only)
+    gce_q: float = 0.7  # strategy gce
     class_weighted: bool = False
     balanced_sampler: bool = False
     # -- recipe --------------------------------------------------------------------------

@@ -39,9 +39,11 @@ def build_datasets(cfg: TrainConfig) -> Tuple[Dataset, Dataset, List[str]]:
     if kind == "synthetic":
         make = data.SyntheticDFER
         # Rendering is cheap but not free: cache each video after its first epoch (~50 KB at 32 px).
+        common["class_distribution"] = cfg.synthetic_distribution
         train = make(cfg.synthetic_train, noise_rate=cfg.noise_rate, noise=cfg.noise, seed=cfg.seed, cache=True,
                      **common)
-        # A disjoint seed for the test videos; test labels are always clean.
+        # A disjoint seed for the test videos; test labels are always clean. The test set has the
+        # training set's class frequencies (as DFEW's folds do).
         test = make(cfg.synthetic_test, noise_rate=0.0, seed=cfg.seed + 10_000, cache=True, **common)
     elif kind == "dfew":
         root = _existing(_need(cfg.root, "--root (the DFEW folder)", kind), "DFEW root")

@@ -220,7 +220,8 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
         num_samples=len(train_full), t_hard=cfg.t_hard, t_noisy=cfg.t_noisy, lambda_hard=cfg.lambda_hard,
         lambda_noisy=cfg.lambda_noisy, label_smoothing=cfg.label_smoothing, aux_weight=cfg.aux_weight,
         scope=cfg.loss_scope, strategy=cfg.strategy, start_epoch=cfg.effective_start_epoch(),
-        noisy_requires_mismatch=cfg.noisy_requires_mismatch,
+        noisy_requires_mismatch=cfg.noisy_requires_mismatch, agree_min=cfg.agree_min,
+        memory_momentum=cfg.memory_momentum, gce_q=cfg.gce_q,
         class_weight=_class_weights(train_set, num_classes) if cfg.class_weighted else None,
     ).to(device)
 

@@ -11,9 +11,12 @@ Three locators turn the glimpse features into a window (``locator=``):
   the ablation.
 * ``"map"``: ``F_d`` on the time-ordered glimpse feature map (the paper's Eq. 4 read literally).
 * ``"saliency"``: temporal class activation. Each glimpse gets class logits (``glimpse_logits``,
-  trained by a multiple-instance loss on the video label, see :func:`mil_logits`); the
-  probability of the video's top class at each glimpse is its saliency; the window is centred on
-  the saliency's centre of mass and spans what a uniform window of the same spread would.
+  trained by a multiple-instance loss on the video label, see :func:`mil_logits`); a softmax over
+  time of the video's top class's logit is the saliency; the window is centred on the saliency's
+  centre of mass and spans what a uniform window of the same spread would.
+* ``"peak"``: the same evidence, but only the glimpses within ``ceil(G / 4)`` of the most salient
+  one count, so two separate bursts of evidence give a window on the stronger one instead of a
+  window spanning both.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch.nn as nn
 __all__ = ["KeyExpressionSampler", "SamplerOutput", "LOCATORS", "glimpse_indices", "mil_logits", "uniform_positions",
            "read_frames"]
 
-LOCATORS = ("mean", "map", "saliency")
+LOCATORS = ("mean", "map", "saliency", "peak")
 
 
 class SamplerOutput(NamedTuple):
@@ -35,7 +38,7 @@ class SamplerOutput(NamedTuple):
     mu: torch.Tensor  # (B,) window centre as a fraction of the video, c / (T-1)
     delta: torch.Tensor  # (B,) stride between recognised frames, in frames
     summary: Optional[torch.Tensor]  # (B, summary_dim) global summary S, or None
-    glimpse_logits: Optional[torch.Tensor] = None  # (B, G, K) per-glimpse class logits ("saliency"), or None
+    glimpse_logits: Optional[torch.Tensor] = None  # (B, G, K) per-glimpse class logits ("saliency", "peak"), or None
 
 
 def mil_logits(glimpse_logits: torch.Tensor) -> torch.Tensor:
@@ -109,9 +112,9 @@ class KeyExpressionSampler(nn.Module):
         num_glimpses: frames the detector sees.
         summary_dim: size of the global summary ``S`` (0 or ``summary=False``: none).
         delta_min_frac: smallest stride as a fraction of ``delta_max`` (clips never collapse).
-        locator: ``"mean"``, ``"map"`` or ``"saliency"`` (see the module docstring).
-        num_classes: ``K`` for the ``"saliency"`` locator's per-glimpse class head.
-        locator_grad: with ``"saliency"``, let the recognizer's loss reach the saliency through
+        locator: ``"mean"``, ``"map"``, ``"saliency"`` or ``"peak"`` (see the module docstring).
+        num_classes: ``K`` for the ``"saliency"`` / ``"peak"`` locators' per-glimpse class head.
+        locator_grad: with ``"saliency"`` / ``"peak"``, let the recognizer's loss reach the saliency through
             the interpolation (``False``: only the multiple-instance loss trains it).
     """
 
@@ -136,8 +139,8 @@ class KeyExpressionSampler(nn.Module):
             raise ValueError(f"delta_min_frac must be in [0, 1], got {delta_min_frac}")
         if locator not in LOCATORS:
             raise ValueError(f"locator must be one of {LOCATORS}, got {locator!r}")
-        if locator == "saliency" and not num_classes:
-            raise ValueError("locator='saliency' needs num_classes")
+        if locator in ("saliency", "peak") and not num_classes:
+            raise ValueError(f"locator={locator!r} needs num_classes")
         if locator != "mean" and getattr(detector, "token_level", "frame") != "frame":
             raise ValueError(f"locator={locator!r} needs a frame-level detector (one feature per glimpse)")
         self.detector = detector
@@ -147,7 +150,7 @@ class KeyExpressionSampler(nn.Module):
         self.locator_kind = locator
         self.locator_grad = locator_grad
         dim = detector.feature_dim
-        if locator == "saliency":
+        if locator in ("saliency", "peak"):
             self.glimpse_head = nn.Linear(dim, num_classes)
         else:
             # F_d: the two location logits a (stride) and b (centre), from the averaged features
@@ -168,7 +171,7 @@ class KeyExpressionSampler(nn.Module):
         delta_max = (t - 1) / max(n - 1, 1)
         delta_min = self.delta_min_frac * delta_max
         glimpse_logits = None
-        if self.locator_kind == "saliency":
+        if self.locator_kind in ("saliency", "peak"):
             glimpse_logits = self.glimpse_head(feats)  # (B, G, K)
             centre, delta = self._saliency_window(glimpse_logits, t, delta_min, delta_max)
         else:
@@ -196,7 +199,14 @@ class KeyExpressionSampler(nn.Module):
         top = mil_logits(evidence.detach()).argmax(dim=-1)  # (B,)
         # Attention over time on the top class's logit (temporal class activation). Normalising
         # class probabilities instead left background glimpses at ~1/K each, too flat to move.
-        w = evidence.gather(2, top.view(-1, 1, 1).expand(-1, g, 1)).squeeze(2).softmax(dim=1)  # (B, G)
+        z = evidence.gather(2, top.view(-1, 1, 1).expand(-1, g, 1)).squeeze(2)  # (B, G)
+        if self.locator_kind == "peak":
+            # Only the neighbourhood of the strongest glimpse: a second burst elsewhere must not
+            # stretch the window over everything in between.
+            peak = z.detach().argmax(dim=1, keepdim=True)
+            near = (torch.arange(g, device=z.device).unsqueeze(0) - peak).abs() <= -(-g // 4)
+            z = z.masked_fill(~near, float("-inf"))
+        w = z.softmax(dim=1)  # (B, G)
         cell = t / g  # each glimpse stands for the frames of its cell [g T/G, (g+1) T/G)
         x = (torch.arange(g, device=w.device, dtype=w.dtype) + 0.5) * cell - 0.5
         centre = (w * x).sum(dim=1)

@@ -1,0 +1,143 @@
+"""The robust rules beyond the paper (issue 14) on hand-made cases with known answers: per-class
+quantiles, vote-gated small loss, hard = disagreement and high loss, consensus, GCE, history."""
+
+import math
+
+import pytest
+import torch
+
+from rdfer.losses import (ALL_STRATEGIES, HARD, NOISY, ORDINARY, ROBUST_STRATEGIES, STRATEGIES, AgreementLoss,
+                          class_quantile, flags_for_strategy)
+
+
+def test_strategy_lists():
+    assert STRATEGIES == ("ce", "bigloss_up", "bigloss_down", "hard_up", "noisy_down", "agreement")  # Table IV, unchanged
+    assert ALL_STRATEGIES == STRATEGIES + ROBUST_STRATEGIES
+    from rdfer import cli
+
+    assert cli._STRATEGIES == ALL_STRATEGIES  # the CLI's torch-free copy agrees
+    from rdfer.engine.config import TrainConfig
+
+    assert cli._DEFAULT_STRATEGY == TrainConfig().strategy == AgreementLoss(1).strategy
+
+
+def test_class_quantile_hand_case():
+    values = torch.tensor([3.0, 1.0, 2.0, 10.0, 5.0, 7.0])
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    q = class_quantile(values, labels)
+    assert torch.allclose(q, torch.tensor([1.0, 1 / 3, 2 / 3, 1.0, 0.5, 1.0]))
+    # Ties keep index order.
+    assert class_quantile(torch.zeros(4), torch.zeros(4, dtype=torch.long)).tolist() == [0.25, 0.5, 0.75, 1.0]
+
+
+def _long_tail_case():
+    """20 samples: 16 of class 0 (low loss, 2 with the highest class-0 loss), 4 of rare class 1
+    (all with higher loss than any class-0 sample, as a model biased to the head class gives)."""
+    labels = torch.tensor([0] * 16 + [1] * 4)
+    loss = torch.cat([torch.linspace(0.1, 1.0, 16), torch.tensor([2.0, 2.1, 2.2, 2.3])])
+    return labels, loss
+
+
+def test_class_small_loss_spares_the_rare_class():
+    labels, loss = _long_tail_case()
+    n = labels.numel()
+    ones = torch.ones(n)
+    # The small-loss trick flags the top 20% by loss: all four rare samples.
+    down = flags_for_strategy("bigloss_down", ones, loss, ones, 0.2, 0.2, mode_class=labels, labels=labels)
+    assert (down == NOISY).nonzero().squeeze(1).tolist() == [16, 17, 18, 19]
+    # Ranked within each class: quantile 1 of both classes (19, then 15: ties by loss), then
+    # class 0's 15/16 and 14/16 (13, 14) before class 1's 3/4: one rare sample flagged, not four.
+    # (The clip vote, all head class as a biased model gives, plays no part: the *labelled* class counts.)
+    head = torch.zeros_like(labels)
+    cls = flags_for_strategy("class_small_loss", ones, loss, ones, 0.2, 0.2, mode_class=head, labels=labels)
+    assert (cls == NOISY).nonzero().squeeze(1).tolist() == [13, 14, 15, 19]
+
+
+def test_vote_small_loss_needs_agreeing_clips_against_the_label():
+    # index:          0     1     2     3     4     5     6     7     8     9
+    agreement = torch.tensor([1.0, 1.0, 0.75, 0.5, 1.0, 0.25, 1.0, 1.0, 0.75, 1.0])
+    loss = torch.tensor([5.0, 4.0, 3.0, 9.0, 8.0, 7.0, 0.1, 0.2, 0.3, 0.4])
+    labels = torch.zeros(10, dtype=torch.long)
+    mode = torch.tensor([1, 1, 2, 3, 0, 4, 1, 0, 0, 0])  # 4 agrees with the label; 3 and 5 disagree among clips
+    args = (agreement, loss, torch.ones(10))
+    flags = flags_for_strategy("vote_small_loss", *args, 0.2, 0.2, mode_class=mode, labels=labels)
+    # Eligible: agreement >= 0.75 and mode != label -> 0, 1, 2, 6; by loss: 0 (5.0), 1 (4.0).
+    assert (flags == NOISY).nonzero().squeeze(1).tolist() == [0, 1]
+    assert (flags == HARD).sum() == 0
+    # Only as many as are eligible, never more.
+    few = flags_for_strategy("vote_small_loss", *args, 0.2, 0.9, mode_class=mode, labels=labels)
+    assert (few == NOISY).nonzero().squeeze(1).tolist() == [0, 1, 2, 6]
+
+
+def test_hard_disagree_and_consensus():
+    agreement = torch.tensor([0.5, 0.25, 0.5, 1.0, 1.0, 1.0, 0.75, 1.0, 0.5, 1.0])
+    loss = torch.tensor([0.2, 3.0, 2.0, 9.0, 8.0, 0.5, 0.4, 0.3, 0.1, 0.2])
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    mode = torch.tensor([1, 2, 0, 2, 0, 1, 1, 1, 1, 1])
+    args = (agreement, loss, torch.ones(10))
+    hard = flags_for_strategy("hard_disagree", *args, 0.2, 0.1, mode_class=mode, labels=labels)
+    # Disagreeing clips (agreement < 0.75): 0, 1, 2, 8; the two of highest loss: 1 and 2.
+    assert (hard == HARD).nonzero().squeeze(1).tolist() == [1, 2]
+    assert (hard == NOISY).sum() == 0
+    both = flags_for_strategy("consensus", *args, 0.2, 0.1, mode_class=mode, labels=labels)
+    # NOISY candidates: agreeing clips against the label: 3 (class 0) and 4 (class 1); both are
+    # their class's top loss (quantile 1), the tie goes to the higher loss (3); one slot (0.1 N).
+    assert (both == NOISY).nonzero().squeeze(1).tolist() == [3]
+    assert (both == HARD).nonzero().squeeze(1).tolist() == [1, 2]
+    with pytest.raises(ValueError, match="mode_class and labels"):
+        flags_for_strategy("consensus", *args, 0.2, 0.1)
+
+
+def test_gce_loss_value_and_bounded_gradient():
+    crit = AgreementLoss(2, strategy="gce", aux_weight=0.0, gce_q=0.7)
+    logits = torch.zeros(2, 4, requires_grad=True)
+    out = type("O", (), {"logits": logits, "clip_logits": torch.zeros(2, 4, 4)})()
+    loss = crit(out, torch.tensor([0, 3]), torch.tensor([0, 1]))
+    assert loss.item() == pytest.approx((1 - 0.25 ** 0.7) / 0.7, abs=1e-6)
+    # A confidently wrong label: CE's gradient tends to 1 per logit, GCE's to 0 (why it is robust).
+    wrong = torch.tensor([[12.0, 0.0, 0.0, 0.0]], requires_grad=True)
+    out = type("O", (), {"logits": wrong, "clip_logits": torch.zeros(1, 4, 4)})()
+    AgreementLoss(1, strategy="gce", aux_weight=0.0)(out, torch.tensor([3]), torch.tensor([0])).backward()
+    assert wrong.grad.abs().max() < 1e-3
+    assert not crit.active  # GCE flags nothing
+    with pytest.raises(ValueError, match="gce_q"):
+        AgreementLoss(2, gce_q=0.0)
+
+
+def test_memory_momentum_blends_losses_across_epochs():
+    crit = AgreementLoss(3, strategy="bigloss_down", memory_momentum=0.25, label_smoothing=0.0)
+    target, index = torch.tensor([0, 0]), torch.tensor([0, 2])
+
+    def feed(logit0):
+        logits = torch.tensor([[logit0, 0.0], [0.0, 0.0]])
+        out = type("O", (), {"logits": logits, "clip_logits": logits.unsqueeze(1).repeat(1, 4, 1)})()
+        crit(out, target, index)
+        return -torch.log_softmax(logits, 1)[:, 0]
+
+    first = feed(2.0)
+    assert torch.allclose(crit.mem_loss[[0, 2]], first)  # first sight: the value itself
+    second = feed(-2.0)
+    assert torch.allclose(crit.mem_loss[[0, 2]], 0.25 * first + 0.75 * second)
+    assert crit.mem_loss[1] == 0 and crit.mem_stamp[1] == 0
+    with pytest.raises(ValueError, match="memory_momentum"):
+        AgreementLoss(3, memory_momentum=1.0)
+
+
+@pytest.mark.parametrize("strategy", ROBUST_STRATEGIES)
+def test_every_robust_strategy_trains_through_agreement_loss(strategy):
+    torch.manual_seed(0)
+    n, k = 12, 3
+    crit = AgreementLoss(n, strategy=strategy, start_epoch=1)
+    logits = torch.randn(n, k, requires_grad=True)
+    clip_logits = torch.randn(n, 4, k, requires_grad=True)
+    out = type("O", (), {"logits": logits, "clip_logits": clip_logits})()
+    labels = torch.arange(n) % k
+    crit(out, labels, torch.arange(n)).backward()
+    assert logits.grad.abs().sum() > 0 and clip_logits.grad.abs().sum() > 0
+    flags = crit.step_epoch()
+    counts = {f: int((flags == f).sum()) for f in (ORDINARY, HARD, NOISY)}
+    assert counts[NOISY] <= round(0.1 * n) and counts[HARD] <= round(0.2 * n)
+    if strategy == "gce":
+        assert counts[HARD] == counts[NOISY] == 0
+    loss = crit(out, labels, torch.arange(n))
+    assert math.isfinite(loss.item()) and torch.equal(crit.last_flags, flags)
