@@ -1,8 +1,9 @@
 """Which loss rule learns best from wrong labels? Measured on SyntheticDFER, whose ground truth
 knows which labels are wrong, which videos are hard and how frequent each class is.
 
-    python benchmarks/noise_robustness.py --screen   # stage 1: every rule, small grid, 1 seed
-    python benchmarks/noise_robustness.py            # stage 2: finalists, full grid, 3 seeds
+    python benchmarks/noise_robustness.py --screen   # stage 1: every rule, small grid, 1 seed (~26 min, 2 idle cores)
+    python benchmarks/noise_robustness.py            # stage 2: finalists, full grid, 3 seeds (~2.2 h of CPU;
+                                                     # ~75 min as two 1-thread shards, see below)
     python benchmarks/noise_robustness.py --quick    # a smoke run of seconds (the tests)
 
 Protocol (fixed before any run; issue 14). ``rdfer_small`` is trained with the same budget for

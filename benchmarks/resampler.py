@@ -1,6 +1,6 @@
 """Does the key-expression re-sampler find the expression? Locators compared on ground truth.
 
-    python benchmarks/resampler.py              # 3 seeds x 7 rows on 2 CPU cores (about 25 minutes)
+    python benchmarks/resampler.py              # 3 seeds x 8 rows on 2 idle CPU cores (about 10 minutes)
     python benchmarks/resampler.py --quick      # a smoke run of seconds (writes resampler_quick.*)
 
 SyntheticDFER knows where each expression is (its key window). Videos of ``T = 32`` loaded frames
