@@ -104,7 +104,7 @@ def _source_frames(quick: bool) -> tuple:
 
     rng = np.random.default_rng(0)
     spec = {"background": rng.integers(90, 140, (224, 224, 3), dtype=np.uint8), "shift": 8.0, "skin": (205, 160, 130),
-            "expression": 0.8}
+            "expression": 0.8, "grain": rng.normal(0, 7, (256, 256, 3)).astype(np.int16)}
     faces = [np.asarray(_face_frame(rng, spec, t / 30)) for t in range(30)]
     frames = [np.pad(f, ((68, 68), (208, 208), (0, 0)), constant_values=120) for f in faces]  # 360 x 640
     return frames, "drawn face (real clips absent)"

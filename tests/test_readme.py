@@ -193,7 +193,10 @@ def test_every_readme_command_runs(workspace):
             assert words[0] == "rdfer", command
             with _cwd(ws):
                 code = main(words[1:])
-            assert code == 0, f"`{command}` exited {code}"
+            # Without the shared real clips the user's videos are generated ones with no face in
+            # them: predict then exits 3, its documented "no face" status.
+            no_real_face = words[1] == "predict" and not (REAL_VIDEO_DIR / "single_face.mp4").is_file()
+            assert code == 0 or (no_real_face and code == 3), f"`{command}` exited {code}"
         print(f"[readme] {time.time() - start:5.1f} s  {command}", flush=True)
     # What the commands promise to write.
     assert (ws / "runs" / "dfew_fold1" / "eval_test" / "metrics.json").is_file()
