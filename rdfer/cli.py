@@ -35,7 +35,7 @@ def _cmd_backbones(args) -> int:
 
 
 # rdfer.losses.ALL_STRATEGIES and TrainConfig.strategy, spelt out so that parsing needs no torch
-# import (tests/test_cli.py checks they agree).
+# import (tests/test_robust_losses.py checks they agree).
 _STRATEGIES = ("ce", "bigloss_up", "bigloss_down", "hard_up", "noisy_down", "agreement", "gce", "class_small_loss",
                "vote_small_loss", "hard_disagree", "consensus")
 _DEFAULT_STRATEGY = "agreement"

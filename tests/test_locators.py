@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import rdfer
-from rdfer.model.sampler import LOCATORS, KeyExpressionSampler, mil_logits
+from rdfer.model.sampler import EVIDENCE_LOCATORS, LOCATORS, KeyExpressionSampler, mil_logits
 from rdfer.registry import create_backbone
 
 SMALL = dict(d_model=32, summary_dim=8, num_glimpses=8)
@@ -86,7 +86,7 @@ def test_every_locator_keeps_the_window_inside_the_video(locator):
         assert torch.allclose(steps, out.delta.unsqueeze(1).expand_as(steps), atol=1e-4)
         # mu is the window centre as a fraction of the video: mean position / (T - 1)
         assert torch.allclose(out.mu * (t - 1), out.positions.mean(dim=1), atol=1e-4)
-        expected_g = 8 if locator in ("saliency", "peak") else 0
+        expected_g = 8 if locator in EVIDENCE_LOCATORS else 0
         assert out.glimpse_logits.shape == (3, expected_g, 7)
 
 
@@ -96,7 +96,7 @@ def test_gradient_reaches_every_locator(locator):
     out = model(torch.randn(2, 3, 24, 32, 32))
     loss = rdfer.AgreementLoss(2)(out, torch.tensor([0, 3]), torch.tensor([0, 1]))
     loss.backward()
-    head = model.sampler.glimpse_head if locator in ("saliency", "peak") else model.sampler.locator
+    head = model.sampler.glimpse_head if locator in EVIDENCE_LOCATORS else model.sampler.locator
     assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
     assert model.sampler.detector.features[0].weight.grad.abs().sum() > 0
 

@@ -184,22 +184,22 @@ def read_metadata(path: PathLike) -> Dict[str, str]:
         raise CheckpointError(f"{file} is not a readable safetensors file: {err}") from err
 
 
-def read_model_config(path: PathLike) -> Dict[str, Any]:
-    """The ``model.config`` stored in an rdfer checkpoint (file or run folder)."""
-    from safetensors import safe_open
+# Options added after checkpoints were first written: an older checkpoint's config lacks them and
+# was built with these values (rdfer 0.1 used the time-averaged locator).
+LEGACY_MODEL_CONFIG: Dict[str, Any] = {"locator": "mean"}
 
+
+def read_model_config(path: PathLike) -> Dict[str, Any]:
+    """The ``model.config`` stored in an rdfer checkpoint (file or run folder), with
+    :data:`LEGACY_MODEL_CONFIG` filling in options older checkpoints lack."""
     file = _model_file(path)
-    try:
-        with safe_open(str(file), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except Exception as err:
-        raise CheckpointError(f"{file} is not a readable safetensors file: {err}") from err
+    metadata = read_metadata(file)
     if "rdfer_config" not in metadata:
         raise CheckpointError(
             f"{file} has no rdfer model config in its metadata: it was not written by rdfer. "
             f"Load its state dict yourself into a model built with rdfer.wrap_with_rdfer."
         )
-    return json.loads(metadata["rdfer_config"])
+    return {**LEGACY_MODEL_CONFIG, **json.loads(metadata["rdfer_config"])}
 
 
 def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu", backbone: Optional[nn.Module] = None) -> nn.Module:
@@ -224,8 +224,6 @@ def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu", b
     detector_kwargs = config.pop("detector_kwargs", {})
     if config.get("detector") is None:
         config.pop("detector", None)
-    # Checkpoints from before the locator option (rdfer 0.1) all used the time-averaged head.
-    config.setdefault("locator", "mean")
     model = wrap_with_rdfer(
         backbone if name is None else name,
         num_classes=num_classes,
@@ -247,7 +245,7 @@ def load_weights(model: nn.Module, path: PathLike, map_location: Union[str, torc
     from safetensors.torch import load_file
 
     file = _model_file(path)
-    stored = {"locator": "mean", **read_model_config(file)}  # older checkpoints: see load_model
+    stored = read_model_config(file)
     own = getattr(model, "config", {}) or {}
     keys = ("backbone", "num_classes", "n_clips", "clip_len", "d_model", "resample", "summary", "sequence_model", "fusion",
             "locator")

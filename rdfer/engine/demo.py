@@ -21,10 +21,11 @@ __all__ = ["demo_config", "run_demo", "DEMO_STRATEGIES"]
 #: (run folder, strategy, label) of the demo's runs, each in ``runs/demo/<folder>``. The last is
 #: the library's default rule (``TrainConfig().strategy``); its folder keeps its name whichever
 #: rule that is, so the README's ``runs/demo/rdfer`` stays valid.
+_DEFAULT_STRATEGY = TrainConfig().strategy
 DEMO_STRATEGIES: Tuple[Tuple[str, str, str], ...] = (
     ("ce", "ce", "vanilla CE"),
     ("small_loss", "bigloss_down", "small-loss trick (bigloss_down)"),
-    ("rdfer", TrainConfig().strategy, f"rdfer default ({TrainConfig().strategy})"),
+    ("rdfer", _DEFAULT_STRATEGY, f"rdfer default ({_DEFAULT_STRATEGY})"),
 )
 
 

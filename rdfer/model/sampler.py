@@ -4,7 +4,7 @@ A tiny frame encoder glances at ``num_glimpses`` uniformly spread frames of the 
 predicts where the expression is (a centre and a stride); the recognizer then reads ``n`` frames
 there, by linear interpolation along time so that the location can be learnt end to end.
 
-Three locators turn the glimpse features into a window (``locator=``):
+Four locators turn the glimpse features into a window (``locator=``):
 
 * ``"mean"``: ``F_d`` on the time-averaged glimpse features (rdfer 0.1's head). The average is the
   same whatever order the glimpses come in, so it cannot say *where* anything happened; kept for
@@ -27,10 +27,11 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn as nn
 
-__all__ = ["KeyExpressionSampler", "SamplerOutput", "LOCATORS", "glimpse_indices", "mil_logits", "uniform_positions",
+__all__ = ["KeyExpressionSampler", "SamplerOutput", "LOCATORS", "EVIDENCE_LOCATORS", "glimpse_indices", "mil_logits", "uniform_positions",
            "read_frames"]
 
 LOCATORS = ("mean", "map", "saliency", "peak")
+EVIDENCE_LOCATORS = ("saliency", "peak")  # per-glimpse class logits, trained by the multiple-instance term
 
 
 class SamplerOutput(NamedTuple):
@@ -139,7 +140,7 @@ class KeyExpressionSampler(nn.Module):
             raise ValueError(f"delta_min_frac must be in [0, 1], got {delta_min_frac}")
         if locator not in LOCATORS:
             raise ValueError(f"locator must be one of {LOCATORS}, got {locator!r}")
-        if locator in ("saliency", "peak") and not num_classes:
+        if locator in EVIDENCE_LOCATORS and not num_classes:
             raise ValueError(f"locator={locator!r} needs num_classes")
         if locator != "mean" and getattr(detector, "token_level", "frame") != "frame":
             raise ValueError(f"locator={locator!r} needs a frame-level detector (one feature per glimpse)")
@@ -150,7 +151,7 @@ class KeyExpressionSampler(nn.Module):
         self.locator_kind = locator
         self.locator_grad = locator_grad
         dim = detector.feature_dim
-        if locator in ("saliency", "peak"):
+        if locator in EVIDENCE_LOCATORS:
             self.glimpse_head = nn.Linear(dim, num_classes)
         else:
             # F_d: the two location logits a (stride) and b (centre), from the averaged features
@@ -171,7 +172,7 @@ class KeyExpressionSampler(nn.Module):
         delta_max = (t - 1) / max(n - 1, 1)
         delta_min = self.delta_min_frac * delta_max
         glimpse_logits = None
-        if self.locator_kind in ("saliency", "peak"):
+        if self.locator_kind in EVIDENCE_LOCATORS:
             glimpse_logits = self.glimpse_head(feats)  # (B, G, K)
             centre, delta = self._saliency_window(glimpse_logits, t, delta_min, delta_max)
         else:
