@@ -90,6 +90,76 @@ _equivalent("rdfer.losses.x_flag_samples", "flags = torch.full((n,), ORDINARY, d
 _equivalent("rdfer.losses.x_flags_for_strategy", "flags = torch.full((n,), ORDINARY, dtype=None, device=agreement.device)",
             "torch.full infers int64 from the int fill value ORDINARY = 0: the same tensor.")
 
+_INT64 = "torch.full infers int64 from the int fill value ORDINARY = 0: the same tensor."
+for _function in ("rdfer.losses.x_flag_samples", "rdfer.losses.x_flags_for_strategy", "rdfer.losses.x__robust_flags"):
+    _equivalent(_function, "flags = torch.full((n,), ORDINARY, device=agreement.device)", _INT64,
+                "flags = torch.full((n,), ORDINARY, dtype=None, device=agreement.device)")
+_equivalent("rdfer.losses.xǁAgreementLossǁlocator_loss",
+            'goal = target if self.locator_target == "label" else logits.detach().argmax(dim=+1)',
+            "The logits are (B, K): dim=+1 and dim=-1 are the same axis.")
+
+_equivalent("rdfer.losses.x_agreement_stats",
+            "mode = torch.where(votes == top.unsqueeze(1), summed, torch.full_like(summed, -2.0)).argmax(dim=1)",
+            "`summed` is a sum of softmax probabilities (>= 0): any negative fill keeps the non-modes below every mode.")
+_equivalent("rdfer.losses.x__robust_flags", "agree = agreement > agree_min - 1e-6",
+            "Agreement takes the values k / n_clips; `>` and `>=` differ only at agreement == agree_min - 1e-6 exactly, "
+            "which no k / n_clips equals for an agree_min of the same form (the 1e-6 absorbs float error).")
+_equivalent("rdfer.losses.xǁAgreementLossǁ_base_loss",
+            "p = logits.float().softmax(dim=+1).gather(1, target.unsqueeze(1)).squeeze(1).clamp_min(1e-7)",
+            "The logits are (B, K): dim=+1 and dim=-1 are the same axis.")
+_MIXED = ("Only the dtype of a small float32 buffer is left alone: on CPU float32 the same tensor; under "
+          "mixed precision, type promotion makes the sum/product float32 either way, the value is the same.")
+_equivalent("rdfer.losses.xǁAgreementLossǁ_base_loss", "logits = logits + self.logit_offset.to(None)", _MIXED)
+_equivalent("rdfer.losses.xǁAgreementLossǁforward", "w = self.weights.to(None)[flags]", _MIXED)
+
+_equivalent("rdfer.engine.checkpoint.x__plain_permissions", "umask = os.umask(1)",
+            "The first os.umask call only reads the umask (the next line restores it): the value it sets is never used.")
+_equivalent("rdfer.engine.checkpoint.x_load_weights", 'own = getattr(model, "config", None) or {}',
+            "`None or {}` is `{}`: the same as the `{}` default.")
+_equivalent("rdfer.engine.checkpoint.x_load_weights", "result = model.load_state_dict(state, strict=None)",
+            "load_state_dict tests `if strict:`; None is as false as False (our own check of the keys follows).")
+for _line in ('backbone_kwargs = config.pop("backbone_kwargs", None)', 'backbone_kwargs = config.pop("backbone_kwargs", )',
+              'detector_kwargs = config.pop("detector_kwargs", None)', 'detector_kwargs = config.pop("detector_kwargs", )'):
+    _equivalent("rdfer.engine.checkpoint.x_load_model", _line,
+                "Every config rdfer writes holds backbone_kwargs and detector_kwargs (wrap_with_rdfer always sets them), "
+                "so the default is never taken; and wrap_with_rdfer reads None as {} anyway.")
+_equivalent("rdfer.engine.checkpoint.x_load_model", "load_weights(model, file, )",
+            "Equivalent on a CPU (the only device here): the mutant drops the device argument and the default is the CPU.")
+
+_LAST_AXIS = "The tensors are (B, d): dim=+1 and dim=-1 are the same axis."
+_equivalent("rdfer.model.dual_stream.xǁDualStreamHierarchicalǁ_fuse",
+            'return a + b if self.fusion == "sum" else torch.cat([a, b], dim=+1)', _LAST_AXIS)
+_equivalent("rdfer.model.rdfer.xǁRDFERǁforward",
+            "z = f if where.summary is None else torch.cat([f, where.summary], dim=+1)", _LAST_AXIS)
+_equivalent("rdfer.model.sampler.xǁKeyExpressionSamplerǁ_saliency_window",
+            "top = mil_logits(evidence.detach()).argmax(dim=+1)  # (B,)", "mil_logits is (B, K): " + _LAST_AXIS[16:])
+_EINOPS = "einops axis names are labels: the same pattern in capitals is the same rearrangement."
+_equivalent("rdfer.model.dual_stream.xǁDualStreamHierarchicalǁforward",
+            'clip_tokens = self.movement(rearrange(grid, "B N1 N2 D -> (B N1) N2 D")).mean(dim=1)', _EINOPS)
+_equivalent("rdfer.model.dual_stream.xǁDualStreamHierarchicalǁforward",
+            'strided = self.emotion(rearrange(grid, "B N1 N2 D -> (B N2) N1 D")).mean(dim=1)', _EINOPS)
+_FLOAT_CASE = "float() reads 'nan' and 'inf' in any case: the same value."
+_equivalent("rdfer.model.sampler.x_read_frames",
+            'frames = frames.masked_fill(~torch.isfinite(positions).unsqueeze(-1), float("NAN"))', _FLOAT_CASE)
+_equivalent("rdfer.model.sampler.xǁKeyExpressionSamplerǁ_saliency_window",
+            'z = z.masked_fill(~near, float("-INF"))', _FLOAT_CASE)
+_STAND_IN = ("Only the finite stand-in for a non-finite position changes, and it only has to be an index the clamp "
+             "keeps in range: the frame read there is discarded (nearest: masked with NaN) or multiplied by an "
+             "infinite weight (linear), so the output is non-finite either way and the step is skipped "
+             "(a test pins both).")
+for _line in ("safe = torch.nan_to_num(positions.detach(), nan=0.0, posinf=None, neginf=0.0)",
+              "safe = torch.nan_to_num(positions.detach(), nan=0.0, posinf=t - 1, neginf=None)",
+              "safe = torch.nan_to_num(positions.detach(), nan=0.0, neginf=0.0)",
+              "safe = torch.nan_to_num(positions.detach(), nan=0.0, posinf=t - 1, )",
+              "safe = torch.nan_to_num(positions.detach(), nan=0.0, posinf=t + 1, neginf=0.0)",
+              "safe = torch.nan_to_num(positions.detach(), nan=0.0, posinf=t - 2, neginf=0.0)",
+              "safe = torch.nan_to_num(positions.detach(), nan=0.0, posinf=t - 1, neginf=1.0)"):
+    _equivalent("rdfer.model.sampler.x_read_frames", _line, _STAND_IN)
+_equivalent("rdfer.model.rdfer.xǁRDFERǁforward",
+            "where = uniform_positions(video.shape[2], self.num_frames_read, b, video.device, None)",
+            "uniform_positions' dtype None means its default, float32, the dtype of every video rdfer feeds a "
+            "model (decoders, SyntheticDFER and transforms all give float32).")
+
 _equivalent("rdfer.model.presets.x__register", "factory.__doc__ = None",
             "Only the help() text of the registered factory; create_model and list_models do not read it.")
 
@@ -198,6 +268,9 @@ PLANTED: List[Tuple[str, str, List[Tuple[str, str]], List[str]]] = [
     ("history keeps the old value's weight for the new one", "rdfer/losses.py",
      [("loss = m * self.mem_loss[index] + (1 - m) * loss", "loss = (1 - m) * self.mem_loss[index] + m * loss")],
      ["tests/test_robust_losses.py"]),
+    ("rdfer train ignores --logit-adjustment", "rdfer/engine/train.py",
+     [("        logit_adjustment=cfg.logit_adjustment,\n", "        logit_adjustment=0.0,\n")],
+     ["tests/test_robust_losses.py"]),
     ("frame order: letters compared with case", "rdfer/data/decode.py",
      [("[int(p) if i % 2 else p.lower() for i, p in enumerate(parts)]", "[int(p) if i % 2 else p for i, p in enumerate(parts)]")],
      ["tests/test_frame_order.py", "tests/test_data_dfew.py"]),
@@ -210,7 +283,10 @@ PLANTED: List[Tuple[str, str, List[Tuple[str, str]], List[str]]] = [
 def _mutmut(names: List[str], max_children: int) -> None:
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *names]
     print("$", shlex.join(cmd[:8]) + (f" ... ({len(names)} mutants)" if len(names) > 4 else ""), flush=True)
-    subprocess.run(cmd, cwd=REPO, check=False)
+    # One torch thread per mutant: two workers on two cores use them fully, and a forked worker
+    # never inherits an OpenMP pool (which spins forever in the child, then counts as a timeout).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    subprocess.run(cmd, cwd=REPO, check=False, env=env)
 
 
 def in_sample(name: str, fraction: float) -> bool:
@@ -305,8 +381,8 @@ def mutant_diff(name: str, cache: Dict[str, Dict[str, str]], root: Path = REPO) 
     return "\n".join(diff), added
 
 
-_DEVICE_ARG = re.compile(r",?\s*(device|map_location)\s*=\s*(None|[\w.]+|\"cpu\")|,\s*(?=\))")
-_DEVICE_TO = re.compile(r"\.to\(([\w.]*device[\w.]*|None)\)")
+_DEVICE_ARG = re.compile(r",?\s*(device|map_location)\s*=\s*(None|str\(map_location\)|[\w.]+|\"cpu\")|,\s*(?=\))")
+_DEVICE_TO = re.compile(r"\.to\(([\w.]*device[\w.]*|map_location|None)\)")
 CPU_ONLY = ("Equivalent on a CPU, the only device of this project's machines and CI: the mutant drops or nulls a "
             "`device=`, `map_location=` or `.to(device)` argument, and the default device is the CPU; on a GPU it would be a real bug (tensors on two "
             "devices), which no test here can run.")
@@ -327,12 +403,15 @@ def _function_of(name: str) -> str:
     return name.partition("__mutmut_")[0]
 
 
-def summarize(results: Dict[str, Optional[int]], root: Path = REPO):
-    """Per-module counts and score, and every surviving mutant (diff, equivalence reason or None)."""
+def summarize(results: Dict[str, Optional[int]], root: Path = REPO, samples: Optional[Dict[str, float]] = None):
+    """Per-module counts and score, and every surviving mutant (diff, equivalence reason or None).
+    A module in ``samples`` counts only its mutants in that hash sample (:func:`in_sample`), so a
+    sampled score is a uniform sample's, whatever else happened to run."""
     cache: Dict[str, Dict[str, str]] = {}
     rows, survivors = [], []
     for module, globs in MODULES.items():
-        names = sorted(n for n in results if any(fnmatch.fnmatchcase(n, g) for g in globs))
+        fraction = (samples or {}).get(module, 1.0)
+        names = sorted(n for n in results if any(fnmatch.fnmatchcase(n, g) for g in globs) and in_sample(n, fraction))
         counts = Counter()
         for n in names:
             status = STATUS.get(results[n], "suspicious")
@@ -346,7 +425,7 @@ def summarize(results: Dict[str, Optional[int]], root: Path = REPO):
         run = sum(v for k, v in counts.items() if k != "not run")
         detected = counts["killed"] + counts["timeout"]
         counted = run - counts["equivalent"]
-        rows.append(dict(module=module, mutants=len(names), run=run, killed=counts["killed"], timeout=counts["timeout"],
+        rows.append(dict(module=module, sample=fraction, mutants=len(names), run=run, killed=counts["killed"], timeout=counts["timeout"],
                          survived=counts["survived"], equivalent=counts["equivalent"], no_tests=counts["no tests"],
                          not_run=counts["not run"], suspicious=counts["suspicious"],
                          score=(detected / counted) if counted else None))
@@ -426,7 +505,8 @@ def write_report(rows, survivors, planted, seconds, command, out_dir: Path, note
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| `{r['module']}` | {r['mutants']} | {r['run']} | {r['killed']} | {r['timeout']} | "
+        share = f" ({100 * r['sample']:.0f}% sample)" if r.get("sample", 1.0) < 1 else ""
+        lines.append(f"| `{r['module']}`{share} | {r['mutants']} | {r['run']} | {r['killed']} | {r['timeout']} | "
                      f"{r['survived']} | {r['equivalent']} | {r['no_tests']} | {_pct(r['score'])} |")
     lines.append(f"| **all** | {total['mutants']} | {total['run']} | {total['killed']} | {total['timeout']} | "
                  f"{total['survived']} | {total['equivalent']} | {total['no_tests']} | **{_pct(total_score)}** |")
@@ -483,12 +563,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     shown = [a for i, a in enumerate(given) if a != "--note" and (i == 0 or given[i - 1] != "--note")]
     command = "python benchmarks/mutation.py " + shlex.join(shown) + (" --note ..." if "--note" in given else "")
     seconds = 0.0
+    previous = args.out / "mutation.json"
+    last = json.loads(previous.read_text()) if previous.is_file() else {}
+    # The sample each module was last measured on; a module run now takes this run's --sample.
+    samples = {r["module"]: r.get("sample", 1.0) for r in last.get("modules", [])}
     if not args.report_only and not args.skip_mutmut:
         for module in args.module or list(MODULES):
             rerun = ("survived", "timeout", "suspicious", "no tests") if args.rerun_survivors else ()
             seconds += run_mutmut(MODULES[module], args.max_children, rerun, args.sample, new=not args.no_new)
-    previous = args.out / "mutation.json"
-    last = json.loads(previous.read_text()) if previous.is_file() else {}
+            if not args.rerun_survivors:
+                samples[module] = args.sample
     planted = last.get("planted", [])
     notes = args.note or last.get("notes", [])  # a run without --note keeps the last run's notes
     if not args.report_only and not args.skip_planted:
@@ -500,7 +584,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                              key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
         else:
             planted = run_planted()
-    rows, survivors = summarize(read_results())
+    rows, survivors = summarize(read_results(), samples=samples)
     print(write_report(rows, survivors, planted, seconds, command.strip(), args.out, notes))
 
 

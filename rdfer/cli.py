@@ -37,7 +37,7 @@ def _cmd_backbones(args) -> int:
 # rdfer.losses.ALL_STRATEGIES and TrainConfig.strategy, spelt out so that parsing needs no torch
 # import (tests/test_robust_losses.py checks they agree).
 _STRATEGIES = ("ce", "bigloss_up", "bigloss_down", "hard_up", "noisy_down", "agreement", "gce", "class_small_loss",
-               "vote_small_loss", "hard_disagree", "consensus")
+               "vote_small_loss", "hard_disagree", "consensus", "clip_vote")
 _DEFAULT_STRATEGY = "agreement"
 
 _DATASET_HELP = (
@@ -115,10 +115,13 @@ def _add_train(sub) -> None:
     l.add_argument("--strategy", choices=list(_STRATEGIES),
                    help="loss reweighting: the paper's Table IV (ce, bigloss_up, bigloss_down = the small-loss "
                    "trick, hard_up, noisy_down, agreement = the paper's rule) or a robust rule (gce, "
-                   "class_small_loss, vote_small_loss, hard_disagree, consensus); default " + _DEFAULT_STRATEGY)
+                   "class_small_loss, vote_small_loss, hard_disagree, consensus, clip_vote); default " + _DEFAULT_STRATEGY)
     l.add_argument("--agree-min", type=float, help="agreement from which clips count as agreeing (0.75; robust rules)")
     l.add_argument("--memory-momentum", type=float, help="history of each sample's loss/agreement across epochs, 0 = latest only")
     l.add_argument("--gce-q", type=float, help="q of the generalized cross-entropy (0.7; strategy gce)")
+    l.add_argument("--noisy-max", type=float, help="largest share of samples flagged noisy (0.5; strategy clip_vote)")
+    l.add_argument("--logit-adjustment", type=float, metavar="TAU",
+                   help="logit-adjusted loss for class-imbalanced sets: train on logits + TAU*log(class prior) (0: off)")
     l.add_argument("--t-hard", type=float, help="share of samples flagged hard (0.2)")
     l.add_argument("--t-noisy", type=float, help="share of samples flagged noisy (0.1)")
     l.add_argument("--lambda-hard", type=float, help="weight of hard samples (1.5)")

@@ -45,7 +45,10 @@ STRATEGIES = ("ce", "bigloss_up", "bigloss_down", "hard_up", "noisy_down", "agre
 #   (agreement >= ``agree_min``) on a class that is not the label;
 # * ``hard_disagree``: HARD = the highest losses among samples whose clips disagree;
 # * ``consensus``: both, with the NOISY candidates ranked by their per-class loss quantile.
-ROBUST_STRATEGIES = ("gce", "class_small_loss", "vote_small_loss", "hard_disagree", "consensus")
+# * ``clip_vote``: every sample whose clips agree on a class that is not its label is NOISY, up
+#   to ``noisy_max`` of the set (the count follows the noise instead of a fixed ``t_noisy``);
+#   HARD as in ``hard_disagree``.
+ROBUST_STRATEGIES = ("gce", "class_small_loss", "vote_small_loss", "hard_disagree", "consensus", "clip_vote")
 ALL_STRATEGIES = STRATEGIES + ROBUST_STRATEGIES
 
 
@@ -148,8 +151,10 @@ def class_quantile(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def _robust_flags(strategy: str, agreement: torch.Tensor, loss: torch.Tensor, mode_class: torch.Tensor,
-                  labels: torch.Tensor, t_hard: float, t_noisy: float, agree_min: float) -> torch.Tensor:
-    """Flags of the :data:`ROBUST_STRATEGIES`; at most ``floor(t*N + 0.5)`` of each kind."""
+                  labels: torch.Tensor, t_hard: float, t_noisy: float, agree_min: float,
+                  noisy_max: float) -> torch.Tensor:
+    """Flags of the :data:`ROBUST_STRATEGIES`; at most ``floor(t*N + 0.5)`` of each kind
+    (``clip_vote``: ``t_noisy`` is replaced by ``noisy_max``, a cap rather than a quota)."""
     n = agreement.numel()
     flags = torch.full((n,), ORDINARY, dtype=torch.long, device=agreement.device)
     if strategy == "class_small_loss":
@@ -157,14 +162,14 @@ def _robust_flags(strategy: str, agreement: torch.Tensor, loss: torch.Tensor, mo
         flags[by_rank[: _count(t_noisy, n)]] = NOISY
         return flags
     agree = agreement >= agree_min - 1e-6
-    if strategy in ("vote_small_loss", "consensus"):
+    if strategy in ("vote_small_loss", "consensus", "clip_vote"):
         # The clips settle on a class and it is not the label: the label is suspect; among those,
         # the highest losses (within their labelled class for "consensus") are the most suspect.
         suspect = (agree & (mode_class != labels)).nonzero().squeeze(1)
         key = class_quantile(loss, labels)[suspect] if strategy == "consensus" else loss[suspect]
         ranked = suspect[_order(key, loss[suspect], descending=True)]
-        flags[ranked[: _count(t_noisy, n)]] = NOISY
-    if strategy in ("hard_disagree", "consensus"):
+        flags[ranked[: _count(noisy_max if strategy == "clip_vote" else t_noisy, n)]] = NOISY
+    if strategy in ("hard_disagree", "consensus", "clip_vote"):
         # Hard = the clips disagree *and* the video is not learnt yet (high loss).
         split = (~agree & (flags == ORDINARY)).nonzero().squeeze(1)
         ranked = split[torch.sort(loss[split], descending=True, stable=True).indices]
@@ -183,6 +188,7 @@ def flags_for_strategy(
     mode_class: Optional[torch.Tensor] = None,
     labels: Optional[torch.Tensor] = None,
     agree_min: float = 0.75,
+    noisy_max: float = 0.5,
 ) -> torch.Tensor:
     """Flags for one of the Table IV :data:`STRATEGIES` or the :data:`ROBUST_STRATEGIES`.
 
@@ -201,7 +207,7 @@ def flags_for_strategy(
         if mode_class is None or labels is None:
             raise ValueError(f"strategy {strategy!r} needs mode_class and labels")
         return _robust_flags(strategy, agreement.detach().float(), loss.detach().float(), mode_class, labels,
-                             t_hard, t_noisy, agree_min)
+                             t_hard, t_noisy, agree_min, noisy_max)
     if strategy in ("bigloss_up", "bigloss_down"):
         by_loss = torch.sort(loss.detach().float(), descending=True, stable=True).indices
         if strategy == "bigloss_up":
@@ -234,7 +240,7 @@ class AgreementLoss(nn.Module):
 
     Args:
         num_samples: size of the training set (indices are ``0 .. num_samples-1``).
-        strategy: one of :data:`STRATEGIES`.
+        strategy: one of :data:`ALL_STRATEGIES` (Table IV's six, then the robust rules).
         class_weight: optional (K,) weights for class-weighted CE.
         locator_weight: weight of the locator's multiple-instance term ("peak" and "saliency" locators).
         locator_target: ``"label"`` or ``"prediction"`` (the target of that term).
@@ -242,6 +248,11 @@ class AgreementLoss(nn.Module):
         memory_momentum: ``m`` of the per-sample history: a seen sample's remembered loss and
             agreement become ``m * old + (1 - m) * new`` (0: the latest value only).
         gce_q: ``q`` of the generalized cross-entropy ``(1 - p_y^q) / q`` (strategy ``"gce"``).
+        noisy_max: strategy ``"clip_vote"``: the largest share of the set flagged NOISY.
+        logit_adjustment: ``tau`` of the logit-adjusted loss: the training loss sees
+            ``logits + tau * log(class_prior)``, so the raw logits learn class-balanced scores
+            (higher recall on rare classes); 0 (default) is plain CE.
+        class_prior: (K,) class frequencies of the training labels (needed by ``logit_adjustment``).
 
     Call: ``criterion(output, target, index)`` with ``output`` an :class:`~rdfer.RDFEROutput`
     (or anything with ``logits`` (B, K) and ``clip_logits`` (B, n, K)), ``target`` (B,) and
@@ -268,6 +279,9 @@ class AgreementLoss(nn.Module):
         agree_min: float = 0.75,
         memory_momentum: float = 0.0,
         gce_q: float = 0.7,
+        noisy_max: float = 0.5,
+        logit_adjustment: float = 0.0,
+        class_prior: Optional[torch.Tensor] = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= memory_momentum < 1.0:
@@ -275,6 +289,16 @@ class AgreementLoss(nn.Module):
         if not 0.0 < gce_q <= 1.0:
             raise ValueError(f"gce_q must be in (0, 1], got {gce_q}")
         self.agree_min, self.memory_momentum, self.gce_q = agree_min, memory_momentum, gce_q
+        if not 0.0 <= noisy_max <= 1.0:
+            raise ValueError(f"noisy_max must be in [0, 1], got {noisy_max}")
+        self.noisy_max = noisy_max
+        if logit_adjustment and class_prior is None:
+            raise ValueError("logit_adjustment needs class_prior (the training labels' class frequencies)")
+        self.logit_adjustment = logit_adjustment
+        # tau * log(prior), added to the logits inside the training loss only (Menon et al., ICLR
+        # 2021): the raw logits, which predict, become a class-balanced classifier.
+        self.register_buffer("logit_offset", None if not logit_adjustment else
+                             logit_adjustment * torch.as_tensor(class_prior, dtype=torch.float).clamp_min(1e-8).log())
         if locator_target not in ("label", "prediction"):
             raise ValueError(f"locator_target must be 'label' or 'prediction', got {locator_target!r}")
         self.locator_weight, self.locator_target = locator_weight, locator_target
@@ -319,6 +343,8 @@ class AgreementLoss(nn.Module):
         return video + self.aux_weight * clips.view(-1, n).mean(dim=1)
 
     def _base_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.logit_offset is not None:
+            logits = logits + self.logit_offset.to(logits.dtype)
         if self.strategy == "gce":
             # Bounded in [0, 1/q]: a wrong label cannot pull as hard as under CE (q -> 0 gives CE).
             p = logits.float().softmax(dim=-1).gather(1, target.unsqueeze(1)).squeeze(1).clamp_min(1e-7)
@@ -357,7 +383,7 @@ class AgreementLoss(nn.Module):
     def _strategy_flags(self, agreement, loss, confidence, mode, labels) -> torch.Tensor:
         return flags_for_strategy(
             self.strategy, agreement, loss, confidence, self.t_hard, self.t_noisy,
-            self.noisy_requires_mismatch, mode, labels, self.agree_min,
+            self.noisy_requires_mismatch, mode, labels, self.agree_min, self.noisy_max,
         )
 
     @torch.no_grad()

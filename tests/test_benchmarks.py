@@ -114,3 +114,15 @@ def test_resampler_quick(tmp_path):
     assert len(json.loads((tmp_path / "resampler_quick_runs.json").read_text())) == 3
     md = (tmp_path / "resampler_quick.md").read_text()
     assert "| row | seeds |" in md and md in proc.stdout
+
+
+def test_noise_robustness_row_names_map_to_training_options(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import noise_robustness as nr
+
+    assert nr.strategy_options("agreement") == {"strategy": "agreement"}
+    assert nr.strategy_options("agreement+mismatch") == {"strategy": "agreement", "noisy_requires_mismatch": True}
+    assert nr.strategy_options("consensus+history") == {"strategy": "consensus", "memory_momentum": 0.5}
+    assert nr.strategy_options("clip_vote+la") == {"strategy": "clip_vote", "logit_adjustment": 1.0}
+    with pytest.raises(KeyError):
+        nr.strategy_options("agreement+typo")

@@ -51,3 +51,28 @@ def test_clip_level_has_only_emotion_model():
     x = torch.randn(2, 4, 8)
     f, clips = net(x)
     assert f.shape == (2, 8) and clips is x
+
+
+def test_bad_combinations_are_refused_with_the_reason():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"^fusion must be 'sum' or 'concat', got 'mean'$"):
+        DualStreamHierarchical(8, 2, 2, "frame", fusion="mean")
+    clip_msg = (r"^dual_stream=False and hierarchical=False apply to frame-level backbones only: a clip-level backbone "
+                r"\(3D CNN, CNN-LSTM, Former-DFER\) already models the movement inside each clip, so there is one "
+                r"stream \(S_e over the clips\) and no hierarchy to remove\.$")
+    for flags in (dict(dual_stream=False), dict(hierarchical=False)):
+        with pytest.raises(ValueError, match=clip_msg):
+            DualStreamHierarchical(8, 2, 2, "clip", **flags)
+    with pytest.raises(ValueError, match=r"^hierarchical=False already replaces both streams by an ensemble of two "
+                       r"flat sequence models; leave dual_stream=True with it\.$"):
+        DualStreamHierarchical(8, 2, 2, "frame", dual_stream=False, hierarchical=False)
+
+
+def test_recurrent_sequence_layers_and_width():
+    from rdfer.model.dual_stream import RecurrentSequence
+
+    two = RecurrentSequence("lstm", 8, bidirectional=True, num_layers=2)
+    assert (two.rnn.num_layers, two.rnn.hidden_size, two.rnn.bidirectional) == (2, 4, True)
+    assert RecurrentSequence("gru", 8, bidirectional=False).rnn.num_layers == 1
+    assert two(torch.randn(3, 5, 8)).shape == (3, 5, 8)

@@ -125,6 +125,15 @@ def test_locator_loss_targets_label_or_prediction():
     assert with_pred.item() == pytest.approx(plain.item() + 0.5 * mil_pred.item(), rel=1e-5)
     with pytest.raises(ValueError, match="locator_target"):
         rdfer.AgreementLoss(2, locator_target="oracle")
+    # A locator with a single glimpse still adds its term.
+    one = type("O", (), {"logits": out.logits, "clip_logits": out.clip_logits, "glimpse_logits": out.glimpse_logits[:, :1]})()
+    single = rdfer.AgreementLoss(2, locator_weight=0.5)(one, target, torch.tensor([0, 1]))
+    mil_one = torch.nn.functional.cross_entropy(mil_logits(out.glimpse_logits[:, :1]), target)
+    assert single.item() == pytest.approx(plain.item() + 0.5 * mil_one.item(), rel=1e-5)
+    # Per sample (B,), so each sample's flag weighs its own locator term.
+    per_sample = rdfer.AgreementLoss(2).locator_loss(out.glimpse_logits, out.logits, target)
+    assert torch.allclose(per_sample, torch.nn.functional.cross_entropy(
+        mil_logits(out.glimpse_logits), target, reduction="none"))
 
 
 def test_bad_locator_options_are_refused():
@@ -193,3 +202,15 @@ def test_the_evidence_locators_learn_to_look_at_the_last_third(locator):
     assert before < 0.5, before
     assert share_in_last_third(out) > 0.6 and share_in_last_third(out) > before + 0.15, share_in_last_third(out)
     assert out.mu.mean().item() > 0.7, out.mu.mean().item()
+
+
+@pytest.mark.parametrize("locator_grad", [True, False])
+def test_locator_grad_decides_whether_the_recognizer_trains_the_glimpse_head(locator_grad):
+    torch.manual_seed(0)
+    model = rdfer.wrap_with_rdfer("tiny_cnn", locator="saliency", locator_grad=locator_grad, **SMALL)
+    with torch.no_grad():  # a peaked saliency, so the window is off its clamp and positions move with it
+        model.sampler.glimpse_head.weight.mul_(50.0)
+    model(torch.randn(2, 3, 24, 32, 32)).logits.sum().backward()  # the recognizer's loss alone
+    grad = model.sampler.glimpse_head.weight.grad
+    reached = grad is not None and grad.abs().sum().item() > 0
+    assert reached == locator_grad

@@ -126,6 +126,11 @@ def test_aux_weight_zero_and_class_weights():
     weighted = AgreementLoss(5, strategy="ce", aux_weight=0.0, label_smoothing=0.2, class_weight=w)
     expected = F.cross_entropy(logits, target, weight=w, label_smoothing=0.2, reduction="none").sum() / 5
     assert weighted(Out(logits, clips), target, torch.arange(5)).item() == pytest.approx(expected.item(), rel=1e-6)
+    # aux_weight 1: the mean clip CE counts in full.
+    full = AgreementLoss(5, strategy="ce", aux_weight=1.0, label_smoothing=0.0)
+    clip_ce = F.cross_entropy(clips.flatten(0, 1), target.repeat_interleave(4), reduction="none").view(5, 4).mean(1)
+    expected = (F.cross_entropy(logits, target, reduction="none") + clip_ce).mean()
+    assert full(Out(logits, clips), target, torch.arange(5)).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_bad_scope_and_strategy_are_refused_by_name():

@@ -360,3 +360,62 @@ def test_window_at_the_end_never_reads_past_the_last_frame():
     sampler = _fixed_sampler(-7.752, 30.0, num_positions=16, num_glimpses=4)
     out = sampler(torch.rand(1, 3, 4, 16, 16))
     assert out.positions.max().item() == 3.0 and out.positions.min().item() >= 0.0
+
+
+def test_the_building_blocks_defaults_are_the_wrappers():
+    """RDFER, DualStreamHierarchical and KeyExpressionSampler used directly get the paper's
+    defaults, the same as wrap_with_rdfer (DEFAULT_CONFIG); the sampler alone starts from the
+    "mean" locator, which needs no class count."""
+    import inspect
+
+    from rdfer.model.dual_stream import DualStreamHierarchical
+    from rdfer.model.rdfer import RDFER
+    from rdfer.model.sampler import KeyExpressionSampler
+
+    def defaults(fn):
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty}
+
+    rdfer_defaults = defaults(RDFER.__init__)
+    assert rdfer_defaults.pop("num_classes") == 7 and rdfer_defaults.pop("detector") is None
+    assert rdfer_defaults == {k: v for k, v in DEFAULT_CONFIG.items() if k != "detector"}
+    stream = defaults(DualStreamHierarchical.__init__)
+    assert stream == {k: DEFAULT_CONFIG[k] for k in ("sequence_model", "fusion", "dual_stream", "hierarchical")}
+    sampler = defaults(KeyExpressionSampler.__init__)
+    assert sampler.pop("locator") == "mean" and sampler.pop("num_classes") is None
+    assert sampler == {k: DEFAULT_CONFIG[k] for k in ("num_glimpses", "summary_dim", "summary", "delta_min_frac",
+                                                      "locator_grad")}
+
+
+def test_clip_counts_of_one_are_valid_and_zero_is_refused():
+    one = rdfer.create_model("rdfer_small", num_classes=3, n_clips=1, clip_len=1, num_glimpses=8)
+    out = one(torch.randn(1, 3, 8, 32, 32))
+    assert out.clip_logits.shape == (1, 1, 3)
+    for bad in (dict(n_clips=0), dict(clip_len=0)):
+        with pytest.raises(ValueError, match=r"^n_clips and clip_len must be >= 1, got \d, \d$"):
+            rdfer.create_model("rdfer_small", **bad)
+
+
+def test_resampling_without_a_detector_is_refused():
+    from rdfer.model.rdfer import RDFER
+
+    with pytest.raises(ValueError, match=r"^resample=True needs a detector$"):
+        RDFER(rdfer.create_backbone("tiny_cnn"), 3, detector=None, resample=True)
+
+
+def test_a_clip_level_detector_feeds_one_vector_per_glimpse_window():
+    class ClipDetector(nn.Module):
+        """A clip-level detector: (N, C, t, H, W) -> (N, D), one vector for all its frames."""
+        token_level, feature_dim = "clip", 6
+
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(3, 6)
+
+        def forward(self, x):
+            return self.proj(x.mean(dim=(2, 3, 4)))
+
+    model = rdfer.wrap_with_rdfer("tiny_cnn", num_classes=3, detector=ClipDetector(), d_model=16, summary_dim=4,
+                                  num_glimpses=8)
+    assert model.config["locator"] == "mean"
+    out = model(torch.randn(2, 3, 24, 32, 32))
+    assert out.logits.shape == (2, 3) and torch.isfinite(out.positions).all()

@@ -54,3 +54,25 @@ def test_non_finite_positions_give_nan_not_an_index_error(mode):
     assert frames.shape == (2, 3, 3, 4, 4)
     assert torch.isnan(frames[0, :, 1]).all() and torch.isfinite(frames[0, :, 0]).all()
     assert not torch.isfinite(frames[1, :, 2]).all()
+
+
+def test_read_frames_positions_past_the_ends_and_non_finite_ones():
+    from rdfer.model.sampler import read_frames
+
+    video = torch.arange(8.0).view(1, 1, 8, 1, 1).expand(1, 1, 8, 2, 2).contiguous()  # frame i holds i
+    for mode in ("linear", "nearest"):
+        past = read_frames(video, torch.tensor([[7.0, 8.2, 11.0]]), mode)
+        assert past[0, 0, :, 0, 0].tolist() == [7.0, 7.0, 7.0]  # the last frame, never an index out of range
+        broken = read_frames(video, torch.tensor([[float("nan"), float("inf"), -float("inf"), 3.0]]), mode)
+        assert not torch.isfinite(broken[0, 0, :3]).any()  # the NaN carries into the loss
+        assert broken[0, 0, 3, 0, 0].item() == 3.0
+    near_start = read_frames(video, torch.tensor([[0.25, 0.5]]), "linear")[0, 0, :, 0, 0]
+    assert torch.allclose(near_start, torch.tensor([0.25, 0.5]))  # blends frames 0 and 1
+
+
+def test_uniform_positions_follow_the_requested_dtype():
+    from rdfer.model.sampler import uniform_positions
+
+    out = uniform_positions(9, 5, 2, dtype=torch.float64)
+    assert out.positions.dtype == out.mu.dtype == out.delta.dtype == torch.float64
+    assert out.delta.tolist() == [2.0, 2.0] and out.positions[0].tolist() == [0.0, 2.0, 4.0, 6.0, 8.0]

@@ -70,6 +70,8 @@ class TrainConfig:
     agree_min: float = 0.75  # robust strategies: agreement from which the clips count as agreeing
     memory_momentum: float = 0.0  # per-sample loss/agreement history across epochs (0: latest only)
     gce_q: float = 0.7  # strategy gce
+    noisy_max: float = 0.5  # strategy clip_vote: largest share flagged NOISY
+    logit_adjustment: float = 0.0  # tau of the logit-adjusted loss (0: off)
     class_weighted: bool = False
     balanced_sampler: bool = False
     # -- recipe --------------------------------------------------------------------------

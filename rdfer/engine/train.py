@@ -98,6 +98,12 @@ def _class_weights(dataset, num_classes: int) -> torch.Tensor:
     return w
 
 
+def _class_prior(dataset, num_classes: int) -> torch.Tensor:
+    """Class frequencies of the training labels (as given: noisy labels included)."""
+    counts = torch.bincount(dataset_labels(dataset), minlength=num_classes).float()
+    return counts / counts.sum()
+
+
 class _History:
     """Per-epoch metrics in memory, rewritten atomically as JSONL and CSV after each epoch."""
 
@@ -221,7 +227,9 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
         lambda_noisy=cfg.lambda_noisy, label_smoothing=cfg.label_smoothing, aux_weight=cfg.aux_weight,
         scope=cfg.loss_scope, strategy=cfg.strategy, start_epoch=cfg.effective_start_epoch(),
         noisy_requires_mismatch=cfg.noisy_requires_mismatch, agree_min=cfg.agree_min,
-        memory_momentum=cfg.memory_momentum, gce_q=cfg.gce_q,
+        memory_momentum=cfg.memory_momentum, gce_q=cfg.gce_q, noisy_max=cfg.noisy_max,
+        logit_adjustment=cfg.logit_adjustment,
+        class_prior=_class_prior(train_set, num_classes) if cfg.logit_adjustment else None,
         class_weight=_class_weights(train_set, num_classes) if cfg.class_weighted else None,
     ).to(device)
 
