@@ -123,6 +123,8 @@ for _line in ('backbone_kwargs = config.pop("backbone_kwargs", None)', 'backbone
     _equivalent("rdfer.engine.checkpoint.x_load_model", _line,
                 "Every config rdfer writes holds backbone_kwargs and detector_kwargs (wrap_with_rdfer always sets them), "
                 "so the default is never taken; and wrap_with_rdfer reads None as {} anyway.")
+_equivalent("rdfer.engine.checkpoint.x_load_model", 'config.pop("detector", )',
+            "The key is always there (wrap_with_rdfer writes `detector` into every config): the default is never used.")
 _equivalent("rdfer.engine.checkpoint.x_load_model", "load_weights(model, file, )",
             "Equivalent on a CPU (the only device here): the mutant drops the device argument and the default is the CPU.")
 

@@ -419,3 +419,21 @@ def test_a_clip_level_detector_feeds_one_vector_per_glimpse_window():
     assert model.config["locator"] == "mean"
     out = model(torch.randn(2, 3, 24, 32, 32))
     assert out.logits.shape == (2, 3) and torch.isfinite(out.positions).all()
+
+
+def test_rdfer_built_directly_gets_the_papers_defaults():
+    """Built as RDFER(backbone, detector=...) with nothing else, every option is DEFAULT_CONFIG's."""
+    from rdfer.model.dual_stream import RecurrentSequence
+    from rdfer.model.rdfer import RDFER
+
+    m = RDFER(rdfer.create_backbone("tiny_cnn"), detector=rdfer.create_backbone("tiny_cnn"))
+    d = DEFAULT_CONFIG
+    assert (m.num_classes, m.n_clips, m.clip_len, m.sampling) == (7, d["n_clips"], d["clip_len"], d["sampling"])
+    s = m.sampler
+    assert (s.num_glimpses, s.delta_min_frac, s.locator_kind, s.locator_grad) == (
+        d["num_glimpses"], d["delta_min_frac"], d["locator"], d["locator_grad"])
+    assert s.summary_head.out_features == d["summary_dim"] and m.proj.out_features == d["d_model"]
+    t = m.temporal
+    assert (t.fusion, t.dual_stream, t.hierarchical) == (d["fusion"], d["dual_stream"], d["hierarchical"])
+    assert isinstance(t.emotion, RecurrentSequence) and isinstance(t.emotion.rnn, nn.LSTM) and t.emotion.rnn.bidirectional
+    assert m.config == {}  # filled by wrap_with_rdfer

@@ -231,8 +231,6 @@ def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu", b
         detector_kwargs=detector_kwargs,
         **config,
     )
-    if name is None:
-        model.config["backbone"] = None
     load_weights(model, file, map_location)
     # How the training data was loaded (T, frame size, class names), when the trainer wrote it.
     model.data_config = json.loads(read_metadata(file).get("rdfer_data", "{}"))
