@@ -85,18 +85,23 @@ for _line in ("idx = (lo + (u * (hi - lo)).floor()).long().clamp_(None, num_sour
     _equivalent("rdfer.data.sampling.x_train_indices", _line, _CLAMP_TRAIN)
 
 
-_equivalent("rdfer.losses.x_flag_samples", "flags = torch.full((n,), ORDINARY, dtype=None, device=agreement.device)",
-            "torch.full infers int64 from the int fill value ORDINARY = 0: the same tensor.")
-_equivalent("rdfer.losses.x_flags_for_strategy", "flags = torch.full((n,), ORDINARY, dtype=None, device=agreement.device)",
-            "torch.full infers int64 from the int fill value ORDINARY = 0: the same tensor.")
-
 _INT64 = "torch.full infers int64 from the int fill value ORDINARY = 0: the same tensor."
 for _function in ("rdfer.losses.x_flag_samples", "rdfer.losses.x_flags_for_strategy", "rdfer.losses.x__robust_flags"):
     _equivalent(_function, "flags = torch.full((n,), ORDINARY, device=agreement.device)", _INT64,
                 "flags = torch.full((n,), ORDINARY, dtype=None, device=agreement.device)")
-_equivalent("rdfer.losses.xǁAgreementLossǁlocator_loss",
-            'goal = target if self.locator_target == "label" else logits.detach().argmax(dim=+1)',
-            "The logits are (B, K): dim=+1 and dim=-1 are the same axis.")
+# Tensors of shape (batch, classes or features): dim=+1 is dim=-1.
+_SAME_AXIS = "The tensor is 2-D (batch, classes or features): dim=+1 and dim=-1 are the same axis."
+for _function, _line in (
+        ("rdfer.losses.xǁAgreementLossǁlocator_loss",
+         'goal = target if self.locator_target == "label" else logits.detach().argmax(dim=+1)'),
+        ("rdfer.losses.xǁAgreementLossǁ_base_loss",
+         "p = logits.float().softmax(dim=+1).gather(1, target.unsqueeze(1)).squeeze(1).clamp_min(1e-7)"),
+        ("rdfer.model.dual_stream.xǁDualStreamHierarchicalǁ_fuse",
+         'return a + b if self.fusion == "sum" else torch.cat([a, b], dim=+1)'),
+        ("rdfer.model.rdfer.xǁRDFERǁforward", "z = f if where.summary is None else torch.cat([f, where.summary], dim=+1)"),
+        ("rdfer.model.sampler.xǁKeyExpressionSamplerǁ_saliency_window",
+         "top = mil_logits(evidence.detach()).argmax(dim=+1)  # (B,)")):
+    _equivalent(_function, _line, _SAME_AXIS)
 
 _equivalent("rdfer.losses.x_agreement_stats",
             "mode = torch.where(votes == top.unsqueeze(1), summed, torch.full_like(summed, -2.0)).argmax(dim=1)",
@@ -104,9 +109,6 @@ _equivalent("rdfer.losses.x_agreement_stats",
 _equivalent("rdfer.losses.x__robust_flags", "agree = agreement > agree_min - 1e-6",
             "Agreement takes the values k / n_clips; `>` and `>=` differ only at agreement == agree_min - 1e-6 exactly, "
             "which no k / n_clips equals for an agree_min of the same form (the 1e-6 absorbs float error).")
-_equivalent("rdfer.losses.xǁAgreementLossǁ_base_loss",
-            "p = logits.float().softmax(dim=+1).gather(1, target.unsqueeze(1)).squeeze(1).clamp_min(1e-7)",
-            "The logits are (B, K): dim=+1 and dim=-1 are the same axis.")
 _MIXED = ("Only the dtype of a small float32 buffer is left alone: on CPU float32 the same tensor; under "
           "mixed precision, type promotion makes the sum/product float32 either way, the value is the same.")
 _equivalent("rdfer.losses.xǁAgreementLossǁ_base_loss", "logits = logits + self.logit_offset.to(None)", _MIXED)
@@ -128,13 +130,6 @@ _equivalent("rdfer.engine.checkpoint.x_load_model", 'config.pop("detector", )',
 _equivalent("rdfer.engine.checkpoint.x_load_model", "load_weights(model, file, )",
             "Equivalent on a CPU (the only device here): the mutant drops the device argument and the default is the CPU.")
 
-_LAST_AXIS = "The tensors are (B, d): dim=+1 and dim=-1 are the same axis."
-_equivalent("rdfer.model.dual_stream.xǁDualStreamHierarchicalǁ_fuse",
-            'return a + b if self.fusion == "sum" else torch.cat([a, b], dim=+1)', _LAST_AXIS)
-_equivalent("rdfer.model.rdfer.xǁRDFERǁforward",
-            "z = f if where.summary is None else torch.cat([f, where.summary], dim=+1)", _LAST_AXIS)
-_equivalent("rdfer.model.sampler.xǁKeyExpressionSamplerǁ_saliency_window",
-            "top = mil_logits(evidence.detach()).argmax(dim=+1)  # (B,)", "mil_logits is (B, K): " + _LAST_AXIS[16:])
 _EINOPS = "einops axis names are labels: the same pattern in capitals is the same rearrangement."
 _equivalent("rdfer.model.dual_stream.xǁDualStreamHierarchicalǁforward",
             'clip_tokens = self.movement(rearrange(grid, "B N1 N2 D -> (B N1) N2 D")).mean(dim=1)', _EINOPS)

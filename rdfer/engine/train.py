@@ -91,16 +91,20 @@ def _balanced_sampler(dataset, seed: int) -> WeightedRandomSampler:
                                  generator=torch.Generator().manual_seed(seed))
 
 
+def _class_counts(dataset, num_classes: int) -> torch.Tensor:
+    """Samples per class of the training labels (as given: noisy labels included)."""
+    return torch.bincount(dataset_labels(dataset), minlength=num_classes).float()
+
+
 def _class_weights(dataset, num_classes: int) -> torch.Tensor:
-    counts = torch.bincount(dataset_labels(dataset), minlength=num_classes).float()
+    counts = _class_counts(dataset, num_classes)
     # Inverse frequency, normalised so the weights average to 1 over the samples.
-    w = counts.sum() / (num_classes * counts.clamp(min=1))
-    return w
+    return counts.sum() / (num_classes * counts.clamp(min=1))
 
 
 def _class_prior(dataset, num_classes: int) -> torch.Tensor:
-    """Class frequencies of the training labels (as given: noisy labels included)."""
-    counts = torch.bincount(dataset_labels(dataset), minlength=num_classes).float()
+    """Class frequencies of the training labels."""
+    counts = _class_counts(dataset, num_classes)
     return counts / counts.sum()
 
 
