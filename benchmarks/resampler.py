@@ -14,7 +14,10 @@ saliency locator, its multiple-instance term), the same budget for every row:
   (``saliency, no grad``: ``locator_grad=False``; ``saliency, self-target``: the multiple-instance
   term's target is the model's own prediction instead of the label);
 * ``peak``: the saliency locator restricted to the neighbourhood of its strongest glimpse;
-* ``oracle``: no re-sampler, 16 frames read (linear interpolation) inside the **true** key window.
+* ``oracle``: no re-sampler, 16 frames read (linear interpolation) inside the **true** key window;
+* ``frame baseline``: no rdfer at all (issue 28): the same backbone on 16 uniformly spread frames,
+  a linear head, logits averaged, plain CE -- the row rdfer must beat where the expression is in
+  a window.
 
 Columns: validation and test WAR / UAR (validation chooses, test reports), the window IoU with
 the true key window before and after training (all videos, and expressive ones: neutral videos
@@ -57,6 +60,10 @@ ROWS: Dict[str, Optional[Dict[str, Any]]] = {
     "saliency, self-target": dict(model=dict(locator="saliency"), loss=dict(locator_target="prediction")),
     "peak": dict(model=dict(locator="peak")),
     "oracle": None,
+    # Issue 28: not rdfer at all -- the same backbone per frame, a linear head, plain CE on the
+    # averaged logits, 16 frames spread over the whole video: what a user gets without rdfer.
+    "frame baseline": dict(preset="frame_baseline", model={}, loss=dict(aux_weight=0.0)),
+    "peak, frame head": dict(model=dict(locator="peak", frame_head=True)),
 }
 NEUTRAL = rdfer.EMOTIONS.index("neutral")
 
@@ -77,9 +84,13 @@ def build(row: str, seed: int, glimpses: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     spec = ROWS[row]
     options = dict(resample=False) if spec is None else spec["model"]
-    if options.get("resample", True):
-        options = {**options, "num_glimpses": glimpses}
-    return rdfer.create_model("rdfer_small", **options)
+    preset = "rdfer_small" if spec is None else spec.get("preset", "rdfer_small")
+    if preset == "rdfer_small":
+        # The rows ran before the frame head became the default (issue 28): off unless named.
+        options = {"frame_head": False, **options}
+        if options.get("resample", True):
+            options = {**options, "num_glimpses": glimpses}
+    return rdfer.create_model(preset, **options)
 
 
 def evaluate(model, data, row: str, n: int) -> Dict[str, Any]:

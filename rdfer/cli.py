@@ -61,6 +61,8 @@ def _add_dataset_args(p, defaults_suppressed: bool = True) -> None:
     g.add_argument("--noise", choices=["symmetric", "asymmetric"], help="synthetic: noise model")
     g.add_argument("--synthetic-distribution", choices=["uniform", "long_tail"],
                    help="synthetic: class frequencies (uniform, or long_tail: DFEW-like, 18.9x, disgust rarest)")
+    g.add_argument("--synthetic-static", action="store_true",
+                   help="synthetic: the expression in every frame, no hard videos or distractors")
     g.add_argument("--workers", type=int, help="DataLoader worker processes, exactly (default min(4, available cores))")
     g.add_argument("--batch-size", type=int, help="global batch size (default 128; train synthetic: 32)")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
@@ -77,10 +79,15 @@ def _comma_list(text: str) -> List[str]:
 def _parse_model_option(text: str):
     import yaml
 
+    from .engine.config import plain_yaml
+
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
-    return key.strip().replace("-", "_"), yaml.safe_load(value)
+    try:  # the value as YAML, as in a --config file: no tags, anchors or aliases
+        return key.strip().replace("-", "_"), plain_yaml(value)
+    except yaml.YAMLError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a plain YAML value ({' '.join(str(err).split())})") from None
 
 
 def _add_train(sub) -> None:
@@ -103,7 +110,8 @@ def _add_train(sub) -> None:
     p.add_argument("--classes", type=_comma_list, metavar="A,B,...",
                    help="csv: the class names in order, when the labels are not (all) the 7 emotions")
     m = p.add_argument_group("model")
-    m.add_argument("--model", help="a preset from `rdfer.list_models()` (default rdfer_small)")
+    m.add_argument("--model", help="a preset from `rdfer.list_models()` (default rdfer_small); frame_baseline = the "
+                   "backbone alone, per frame, logits averaged, plain CE (combine with --backbone X)")
     m.add_argument("--backbone", help="a registry backbone wrapped with the paper's defaults, e.g. r3d_18, timm/resnet50")
     m.add_argument("--pretrained", nargs="?", const=True, help="upstream pretrained weights, or a local weights file")
     m.add_argument("--model-option", dest="model_option", action="append", type=_parse_model_option, metavar="KEY=VALUE",
@@ -119,6 +127,10 @@ def _add_train(sub) -> None:
     l.add_argument("--agree-min", type=float, help="agreement from which clips count as agreeing (0.75; robust rules)")
     l.add_argument("--memory-momentum", type=float, help="history of each sample's loss/agreement across epochs, 0 = latest only")
     l.add_argument("--gce-q", type=float, help="q of the generalized cross-entropy (0.7; strategy gce)")
+    l.add_argument("--noisy-class-guard", type=float, metavar="R",
+                   help="flag a sample NOISY only when the model recognises its labelled class (training recall "
+                   ">= R); an unlearned rare class is never dropped as 'wrong labels' (0: off, the paper's rule; 0.5 in "
+                   "--recipe small)")
     l.add_argument("--noisy-max", type=float, help="largest share of samples flagged noisy (0.5; strategy clip_vote)")
     l.add_argument("--logit-adjustment", type=float, metavar="TAU",
                    help="logit-adjusted loss for class-imbalanced sets: train on logits + TAU*log(class prior) (0: off)")
@@ -134,9 +146,10 @@ def _add_train(sub) -> None:
     l.add_argument("--class-weighted", action="store_true", help="class-weighted CE (inverse frequency)")
     l.add_argument("--balanced-sampler", action="store_true", help="class-balanced sampling (single process)")
     r = p.add_argument_group("recipe")
-    r.add_argument("--recipe", choices=["paper", "cpu"],
+    r.add_argument("--recipe", choices=["paper", "cpu", "small"],
                    help="starting values for the options not given: paper (section IV-B: 100 epochs, 64 frames of "
-                   "112 px, batch 128; the default for dfew, ferv39k, csv, packed) or cpu (the demo's sizes: 14 "
+                   "112 px, batch 128; the default for dfew, ferv39k, csv, packed), small (for hundreds of "
+                   "videos: 30 epochs, batch 16, lr 1e-3, 1 warm-up epoch) or cpu (the demo's sizes: 14 "
                    "epochs, 16 frames of 32 px, batch 32, 1200/600 videos; minutes on 2 cores; the default for "
                    "synthetic)")
     r.add_argument("--epochs", type=int, help="training epochs (100; train synthetic: 14)")
@@ -161,17 +174,55 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+def _recipe_text(name: str) -> str:
+    from .engine.config import RECIPES
+
+    items = dict(RECIPES[name])
+    items.update(items.pop("model_options", {}))  # e.g. frame_head: shown beside the other values
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in items.items())
+
+
+def _count_training_videos(args) -> Optional[int]:
+    """Videos in a csv/packed training set, read cheaply to pick the recipe (None: unknown)."""
+    import json
+    from pathlib import Path
+
+    source = getattr(args, "train_source", None)
+    try:
+        if args.dataset == "csv" and source:
+            from .data.video_csv import read_csv_rows
+
+            return sum(1 for _ in read_csv_rows(source, ("path", "label")))
+        if args.dataset == "packed" and source:
+            return int(json.loads((Path(source) / "index.json").read_text())["num_samples"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # the dataset's own checks report a broken file, with its row, at start-up
+    return None
+
+
 def _train_config_from_args(args):
     from .engine.config import RECIPES, TrainConfig, default_recipe, load_yaml_config
 
     # Precedence: the recipe's sizes, then the YAML file, then the flags.
-    values = dict(RECIPES[getattr(args, "recipe", None) or default_recipe(args.dataset)])
+    recipe = getattr(args, "recipe", None)
+    if recipe is None:
+        num_train = _count_training_videos(args)
+        recipe = default_recipe(args.dataset, num_train)
+        if recipe == "small":
+            # On stdout: stderr carries errors only, one line each.
+            print(f"rdfer: a small training set ({num_train} videos): the 'small' recipe ({_recipe_text('small')}); "
+                  f"--recipe paper for the paper's", flush=True)
+    values = dict(RECIPES[recipe])
     values.update(load_yaml_config(args.config) if getattr(args, "config", None) else {})
     skip = ("func", "command", "config", "folds", "model_option", "recipe")
     cli = {k: v for k, v in vars(args).items() if k not in skip}
     options = dict(values.get("model_options", {}))
     options.update(dict(getattr(args, "model_option", None) or []))
     values.update(cli)
+    if values.get("model") == "frame_baseline":
+        # The baseline is what a user writes without rdfer: plain CE on the averaged logits.
+        values.setdefault("strategy", "ce")
+        values.setdefault("aux_weight", 0.0)
     if options:
         values["model_options"] = options
     return TrainConfig.from_dict(values)
@@ -203,30 +254,59 @@ def _cmd_train(args) -> int:
 def _add_checkpoint_dataset_args(p, default_split: str) -> None:
     p.add_argument("--checkpoint", required=True, help="model.safetensors or a run folder")
     _add_dataset_args(p)
+    # What training fixed comes from the checkpoint (_inference_setup): say so in --help.
+    trained = {"num_frames": "frames loaded per video, T (default: as trained, from the checkpoint; another value "
+                             "is an error)",
+               "image_size": "frame side in pixels (default: as trained, from the checkpoint; another value is an "
+                             "error)"}
+    for action in p._actions:
+        action.help = trained.get(action.dest, action.help)
     p.add_argument("--split", choices=["test", "train"], help=f"which split to use (default {default_split})")
     p.add_argument("--out", help="output folder (default: next to the checkpoint)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the logits of each video and its mirror image")
 
 
 def _inference_setup(args, default_split: str, what: str):
-    """Checkpoint + dataset split + loader + batch transform, shared by eval/audit/analyze."""
+    """Checkpoint + dataset split + loader + batch transform, shared by eval/audit/analyze.
+
+    What training fixed is read from the checkpoint: the class list and its order (a CSV's labels
+    are mapped to it, never re-inferred), the frames per video and the frame size. A flag that
+    contradicts it, or data of other classes or size, is an error naming both.
+    """
     import dataclasses
     from pathlib import Path
 
     from .engine.checkpoint import load_model
     from .engine.config import TrainConfig
-    from .engine.datasets import build_datasets
+    from .engine.datasets import (build_datasets, check_data_against_checkpoint, setting_from_checkpoint,
+                                  trained_data_config)
     from .engine.distributed import init_distributed
     from .engine.train import batch_transform, make_loader
 
     opts = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+    trained = trained_data_config(args.checkpoint)  # cheap: the metadata only, no model yet
+    for key, flag in (("num_frames", "--num-frames"), ("image_size", "--image-size")):
+        value = setting_from_checkpoint(flag, opts.get(key), trained.get(key))
+        if value is not None:
+            opts[key] = value
+    if "classes" in trained:
+        opts["classes"] = trained["classes"]  # a CSV's labels map to the trained order, not a re-inferred one
     cfg = TrainConfig.from_dict({"batch_size": 32, **opts})
     info = init_distributed(cfg.device)
     train_set, test_set, classes = build_datasets(cfg)  # a wrong root fails here, before the model loads
+    split = getattr(args, "split", default_split)
+    dataset = test_set if split == "test" else train_set
+    warning = check_data_against_checkpoint(trained, dataset, classes, f"the {cfg.dataset} {split} split")
+    if warning:
+        print(f"rdfer: warning: {warning}", file=sys.stderr, flush=True)
     model = load_model(args.checkpoint, map_location=info.device)
     if model.num_classes != len(classes):
         raise SystemExit(f"{args.checkpoint} predicts {model.num_classes} classes but the dataset has {len(classes)}")
-    split = getattr(args, "split", default_split)
-    dataset = test_set if split == "test" else train_set
+    if getattr(args, "tta", False):
+        from .inference.tta import with_tta
+
+        model = with_tta(model)
     base = getattr(dataset, "dataset", dataset)  # a validation carve-out wraps it in a Subset
     if getattr(base, "train", False):  # read frames as evaluation does (uniform, centred), not with training jitter
         base.train = False
@@ -331,8 +411,10 @@ def _add_export(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="model.safetensors or a run folder")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="onnx (default) or torchscript")
     p.add_argument("--output", help="output file (default: model.onnx / model.pt next to the checkpoint)")
-    p.add_argument("--num-frames", type=int, help="T of the exported input (default: as trained)")
-    p.add_argument("--image-size", type=int, help="frame size of the exported input (default: as trained)")
+    p.add_argument("--num-frames", type=int, help="T of the exported input (default: as trained, from the "
+                   "checkpoint, where another value is an error; 16 for a checkpoint that does not record it)")
+    p.add_argument("--image-size", type=int, help="frame size of the exported input (default: as trained, from the "
+                   "checkpoint, where another value is an error; 112 for a checkpoint that does not record it)")
     p.set_defaults(func=_cmd_export)
 
 
@@ -340,14 +422,18 @@ def _cmd_export(args) -> int:
     from pathlib import Path
 
     from .engine.checkpoint import load_model
+    from .engine.datasets import setting_from_checkpoint, trained_data_config
     from .inference.export import export_model
 
     if args.format == "onnx":
         _require_extra("export", "rdfer export --format onnx", ("onnx",))
+    trained = trained_data_config(args.checkpoint)  # a contradicting flag fails before the model is built
+    t = setting_from_checkpoint("--num-frames", args.num_frames, trained.get("num_frames"))
+    size = setting_from_checkpoint("--image-size", args.image_size, trained.get("image_size"))
+    t, size = (16 if t is None else t), (112 if size is None else size)
+    if t < 1 or size < 1:
+        raise SystemExit(f"--num-frames and --image-size must be >= 1, got {t} and {size}")
     model = load_model(args.checkpoint)
-    data = getattr(model, "data_config", {}) or {}
-    t = args.num_frames or data.get("num_frames", 16)
-    size = args.image_size or data.get("image_size", 112)
     ck = Path(args.checkpoint)
     default = (ck if ck.is_dir() else ck.parent) / ("model.onnx" if args.format == "onnx" else "model.torchscript.pt")
     path = export_model(model, args.output or default, args.format, num_frames=t, image_size=size)
@@ -412,6 +498,8 @@ def _add_predict(sub) -> None:
                    "leaving, the frames in between are examined too (default 8; 1 = every frame)")
     p.add_argument("--json", action="store_true", help="print one JSON object per video")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the logits of each video and its mirror image")
     p.set_defaults(func=_cmd_predict)
 
 
@@ -428,7 +516,14 @@ def _cmd_predict(args) -> int:
         raise SystemExit(f"{urls[0]}: {URL_REFUSED}")
     if not args.no_detect:
         _require_extra("faces", "rdfer predict (face detection; --no-detect for cropped videos)")
+    from .engine.datasets import trained_data_config
+
+    trained_data_config(args.checkpoint)  # frames, size and class names come from here: refuse malformed ones first
     model = load_model(args.checkpoint, map_location=args.device).eval()
+    if args.tta:
+        from .inference.tta import with_tta
+
+        model = with_tta(model).eval()
     code = EXIT_OK
     for video in args.videos:
         res = predict_video(video, model, detector=None if args.no_detect else "haar",
@@ -553,15 +648,51 @@ class CommandError(SystemExit):
         return self.message
 
 
+# Options of one command whose range differs from the training option of the same name
+# (rdfer.engine.config.OPTION_RANGES holds the others): checked by main before the command runs.
+_COMMAND_RANGES = {
+    "predict": {"detect_stride": dict(low=1, integer=True)},
+    "pack": {"shard_size": dict(low=1, integer=True)},
+    # One PNG of 7 rows x num_frames columns at twice the size: bounded so that it stays viewable.
+    "synth-preview": {"num_frames": dict(low=4, high=64, integer=True), "image_size": dict(low=16, high=256, integer=True)},
+}
+
+
+def _check_option_values(args) -> None:
+    """Every numeric option of the command in its range, and ``--device`` a device this machine
+    has: a one-line ValueError naming the option, the value and what is allowed, before the
+    command reads or writes anything."""
+    from .engine.config import OPTION_RANGES, Range, check_option
+
+    ranges = {**OPTION_RANGES, **{k: Range(**v) for k, v in _COMMAND_RANGES.get(args.command, {}).items()}}
+    for name, value in vars(args).items():
+        if value is not None and name in ranges:
+            setattr(args, name, check_option(name, value, ranges))
+    if getattr(args, "device", None) not in (None, "auto"):
+        from .engine.distributed import check_device
+
+        check_device(args.device)
+
+
 def _error_message(exc: BaseException) -> str:
     """One line for an exception: its message without Python's decorations."""
+    import errno
+
     if isinstance(exc, SystemExit):
         text = str(exc.code)
+    elif isinstance(exc, MemoryError):
+        text = (f"out of memory{': ' + str(exc) if str(exc) else ''}; use a smaller --batch-size, --num-frames or "
+                f"--image-size")
     elif isinstance(exc, OSError) and exc.strerror:
         from .engine.checkpoint import DiskFullError
 
         if isinstance(exc, DiskFullError) or not exc.filename:
             text = exc.strerror
+        elif exc.errno == errno.EROFS:
+            text = f"cannot write {exc.filename}: it is on a read-only file system; choose a writable location"
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            text = (f"permission denied: {exc.filename} (this user may not use it); check its permissions or choose "
+                    f"another location")
         else:
             text = f"{exc.strerror}: {exc.filename}"
     else:
@@ -576,8 +707,10 @@ def _is_user_error(exc: BaseException) -> bool:
 
     # ValueError covers bad options and data (CheckpointError, UnreadableVideo, bad CSV bytes);
     # OSError covers missing files, permissions and a full disk.
+    # An unknown --model or --backbone is a ValueError too (rdfer.registry.UnknownNameError), an
+    # unavailable --device as well (rdfer.engine.distributed.DeviceError).
     oom = tuple(t for t in (getattr(torch, "OutOfMemoryError", None),) if t is not None)
-    return isinstance(exc, (ValueError, OSError, ImportError, FloatingPointError, RunFolderError) + oom)
+    return isinstance(exc, (ValueError, OSError, ImportError, FloatingPointError, MemoryError, RunFolderError) + oom)
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> CommandError:
@@ -596,6 +729,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     debug = bool(vars(args).pop("debug", False)) or os.environ.get("RDFER_DEBUG", "") not in ("", "0")
     try:
+        _check_option_values(args)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         if debug:

@@ -282,8 +282,15 @@ class AgreementLoss(nn.Module):
         noisy_max: float = 0.5,
         logit_adjustment: float = 0.0,
         class_prior: Optional[torch.Tensor] = None,
+        noisy_class_guard: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= noisy_class_guard <= 1.0:
+            raise ValueError(f"noisy_class_guard must be in [0, 1], got {noisy_class_guard}")
+        # Issue 28: a sample is flagged NOISY only if its labelled class is one the model already
+        # recognises (recall on the remembered training samples >= the guard); an unlearned
+        # (often rare) class's samples would otherwise be dropped as "wrong" forever.
+        self.noisy_class_guard = noisy_class_guard
         if not 0.0 <= memory_momentum < 1.0:
             raise ValueError(f"memory_momentum must be in [0, 1), got {memory_momentum}")
         if not 0.0 < gce_q <= 1.0:
@@ -381,10 +388,28 @@ class AgreementLoss(nn.Module):
         return F.cross_entropy(mil_logits(glimpse_logits), goal, reduction="none")
 
     def _strategy_flags(self, agreement, loss, confidence, mode, labels) -> torch.Tensor:
-        return flags_for_strategy(
+        flags = flags_for_strategy(
             self.strategy, agreement, loss, confidence, self.t_hard, self.t_noisy,
             self.noisy_requires_mismatch, mode, labels, self.agree_min, self.noisy_max,
         )
+        if self.noisy_class_guard > 0:
+            recall = self.class_recall(int(labels.max()) + 1 if labels.numel() else None).to(labels.device)
+            unlearned = recall[labels] < self.noisy_class_guard
+            flags = torch.where((flags == NOISY) & unlearned, torch.full_like(flags, ORDINARY), flags)
+        return flags
+
+    @torch.no_grad()
+    def class_recall(self, num_classes: Optional[int] = None) -> torch.Tensor:
+        """Per class, the share of the remembered training samples labelled with it whose clip
+        vote is that class: how well the model recognises each labelled class, ``(K,)``. A class
+        with no remembered sample has recall 0."""
+        seen = self.mem_stamp > 0
+        labels, mode = self.mem_label[seen], self.mem_mode[seen]
+        k = int(num_classes or (int(labels.max()) + 1 if labels.numel() else 1))
+        k = max(k, int(mode.max()) + 1 if mode.numel() else 1)
+        total = torch.bincount(labels, minlength=k).float()
+        hit = torch.bincount(labels[mode == labels], minlength=k).float()
+        return hit / total.clamp_min(1)
 
     @torch.no_grad()
     def _remember(self, index, stats: AgreementStats, loss, target) -> None:

@@ -23,6 +23,9 @@ import torch.nn as nn
 
 __all__ = [
     "Registry",
+    "UnknownNameError",
+    "check_backbone_name",
+    "check_model_name",
     "register_backbone",
     "create_backbone",
     "list_backbones",
@@ -33,6 +36,14 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
+
+
+class UnknownNameError(KeyError, ValueError):
+    """A name that is not registered. A KeyError (a failed lookup) and a ValueError (a bad
+    option value), so the command line reports it as a user error; ``str()`` is the message."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 class Registry:
@@ -67,18 +78,35 @@ class Registry:
     def __contains__(self, name: str) -> bool:
         return name in self._factories or any(name.startswith(p) and len(name) > len(p) for p in self._families)
 
+    def check(self, name: str) -> None:
+        """Raise :class:`UnknownNameError` (close matches, or the names when they are few) unless
+        ``name`` can be created. A family member (``timm/<name>``) is looked up in its family's list."""
+        if isinstance(name, str) and name in self._factories:
+            return
+        for prefix, (_, lister) in self._families.items():
+            if isinstance(name, str) and name.startswith(prefix) and len(name) > len(prefix):
+                member = name[len(prefix):]
+                if member in lister(member):  # a name without wildcards lists itself when it exists
+                    return
+                close = [prefix + m for m in difflib.get_close_matches(member, lister(""), n=5)]
+                hint = f" Did you mean: {', '.join(close)}?" if close else ""
+                raise UnknownNameError(f"Unknown {self.kind} {name!r}: {prefix.rstrip('/')} has no model "
+                                       f"{member!r}.{hint} See rdfer.list_{self.kind}s({prefix + '*'!r}).")
+        names = self.list()
+        close = difflib.get_close_matches(str(name), names, n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        known = (f"Known: {', '.join(names)}." if len(names) <= 20 else
+                 f"See rdfer.list_{self.kind}s() for all {len(names)} names.")
+        raise UnknownNameError(f"Unknown {self.kind} {name!r}.{hint} {known}")
+
     def create(self, name: str, **kwargs) -> nn.Module:
         if name in self._factories:
             return self._factories[name](**kwargs)
         for prefix, (factory, _) in self._families.items():
             if name.startswith(prefix) and len(name) > len(prefix):
                 return factory(name[len(prefix):], **kwargs)
-        close = difflib.get_close_matches(name, self.list(), n=5, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise KeyError(
-            f"Unknown {self.kind} {name!r}.{hint} "
-            f"See rdfer.list_{self.kind}s() for all {len(self.list())} names."
-        )
+        self.check(name)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def list(self, pattern: Optional[str] = None) -> List[str]:
         names = set(self._factories)
@@ -131,6 +159,29 @@ def is_backbone(name: str) -> bool:
     """True when ``name`` can be built by :func:`create_backbone`."""
     _ensure_builtin_backbones()
     return name in BACKBONES
+
+
+def _named(option: Optional[str], err: UnknownNameError) -> UnknownNameError:
+    return UnknownNameError(f"{option}: {err}") if option else err
+
+
+def check_backbone_name(name: str, option: Optional[str] = None) -> None:
+    """Raise :class:`UnknownNameError` unless :func:`create_backbone` knows ``name``; the message
+    starts with ``option`` (e.g. ``--backbone``) when given."""
+    _ensure_builtin_backbones()
+    try:
+        BACKBONES.check(name)
+    except UnknownNameError as err:
+        raise _named(option, err) from None
+
+
+def check_model_name(name: str, option: Optional[str] = None) -> None:
+    """Raise :class:`UnknownNameError` unless :func:`create_model` knows ``name``."""
+    _ensure_builtin_models()
+    try:
+        MODELS.check(name)
+    except UnknownNameError as err:
+        raise _named(option, err) from None
 
 
 def register_model(name: str) -> Callable[[F], F]:

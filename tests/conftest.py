@@ -56,6 +56,7 @@ def tiny_config(out, **overrides):
         model="rdfer_small", model_options=dict(GN_OPTIONS), epochs=2, warmup_epochs=1, batch_size=8, lr=3e-3,
         min_lr=1e-4, workers=0, augment=False, device="cpu", progress=False, out=str(out), seed=0,
         strategy="agreement",  # the engine tests count the paper's flags, whatever the library default
+        noisy_class_guard=0.0,
     )
     values.update(overrides)
     return TrainConfig(**values)
@@ -69,3 +70,38 @@ def trained_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("trained_run")
     results = train(tiny_config(out, epochs=3))
     return out, results
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    """No test reaches the network (issue 27): a Python-level connection to anything but this
+    machine fails at once, saying why. Loopback and Unix sockets (multiprocessing, a test's own
+    listener) still work; tests/test_reliability_inputs.py also checks FFmpeg's C-level opens."""
+    import errno
+    import ipaddress
+    import socket
+
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def check(sock, address) -> None:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return
+        host = address[0] if isinstance(address, tuple) else address
+        try:
+            local = ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+        except ValueError:
+            local = host == "localhost"
+        if not local:
+            raise OSError(errno.ENETUNREACH, f"the tests never use the network (connection to {address!r} blocked "
+                          f"by tests/conftest.py)")
+
+    def connect(self, address):
+        check(self, address)
+        return real_connect(self, address)
+
+    def connect_ex(self, address):
+        check(self, address)
+        return real_connect_ex(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)

@@ -36,6 +36,7 @@ where = pathlib.Path(rdfer.__file__).resolve()
 assert "site-packages" in where.parts and repo not in where.parents, f"rdfer imported from {where}, not the wheel"
 assert md.version("rdfer") == rdfer.__version__, (md.version("rdfer"), rdfer.__version__)
 assert res.files("rdfer").joinpath("py.typed").is_file(), "py.typed missing from the wheel"
+assert res.files("rdfer.analysis").joinpath("review_assets/page.js").is_file(), "the review page's files missing from the wheel"
 files = [str(f) for f in md.files("rdfer")]
 assert any(f.endswith("licenses/LICENSE") for f in files), "LICENSE missing from the wheel"
 # Every module of the checkout is in the wheel.
@@ -66,6 +67,9 @@ step "one tiny training run (the README's checkpoint path)"
   --batch-size 8 --quiet --out runs/demo/rdfer
 test -f runs/demo/rdfer/model.safetensors && test -f runs/demo/rdfer/train.log
 "$RDFER" export --checkpoint runs/demo/rdfer --format torchscript
+"$RDFER" audit synthetic --checkpoint runs/demo/rdfer --synthetic-train 16 --synthetic-test 8 --num-frames 8 \
+  --image-size 32 --html --out runs/demo/audit > /dev/null  # review.html is built from the wheel's package data
+grep -q 'id="audit-data"' runs/demo/audit/review.html
 
 step "the faces extra, predict on a real clip, the README's python blocks"
 "$VPY" -m pip install --quiet -c "$REPO/constraints.txt" "$WHEEL[faces]"

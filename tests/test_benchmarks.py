@@ -126,3 +126,27 @@ def test_noise_robustness_row_names_map_to_training_options(monkeypatch):
     assert nr.strategy_options("clip_vote+la") == {"strategy": "clip_vote", "logit_adjustment": 1.0}
     with pytest.raises(KeyError):
         nr.strategy_options("agreement+typo")
+
+
+def test_small_data_quick(tmp_path):
+    rows = ["frame baseline, small recipe", "rdfer, small, frame head + class guard 0.5"]
+    _run("small_data.py", tmp_path, "--work", str(tmp_path / "work"), "--rows", *rows)
+    result = json.loads((tmp_path / "small_data_quick.json").read_text())
+    assert [s["row"] for s in result["summary"]] == rows and result["meta"]["not_run"] == []
+    for run in result["runs"]:
+        for key in ("train_war", "train_uar", "val_war", "val_uar", "test_war", "test_uar"):
+            assert 0.0 <= run[key] <= 1.0, key
+    # The rows are what they say: the baseline model, and rdfer with the frame head and the guard.
+    import yaml
+
+    base = yaml.safe_load((tmp_path / "work" / "frame_baseline__small_recipe-s0" / "config.yaml").read_text())
+    rd = yaml.safe_load((tmp_path / "work" / "rdfer__small__frame_head___class_guard_0_5-s0" / "config.yaml").read_text())
+    assert base["model"] == "frame_baseline" and base["strategy"] == "ce"
+    assert rd["model_options"]["frame_head"] is True and rd["noisy_class_guard"] == 0.5
+    md = (tmp_path / "small_data_quick.md").read_text()
+    assert "| frame baseline, small recipe | 1 |" in md
+    # --report-only trains nothing and lists what is missing.
+    _run("small_data.py", tmp_path, "--work", str(tmp_path / "work"), "--report-only", "--rows", rows[0],
+         "rdfer, small recipe")
+    again = json.loads((tmp_path / "small_data_quick.json").read_text())
+    assert again["meta"]["not_run"] == ["rdfer, small recipe"]

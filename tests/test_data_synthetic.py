@@ -118,3 +118,24 @@ def test_synth_preview_cli(tmp_path):
     assert str(out) in proc.stdout
     with Image.open(out) as img:
         assert img.format == "PNG"
+
+
+def test_static_videos_show_the_expression_in_every_frame():
+    from rdfer.data import SyntheticDFER
+
+    static = SyntheticDFER(14, num_frames=8, image_size=32, seed=3, static=True, hard_rate=0.5, distractor_rate=1.0)
+    dynamic = SyntheticDFER(14, num_frames=8, image_size=32, seed=3)
+    assert not static.is_hard.any()  # hard videos and distractors are off whatever the rates say
+    assert (static.key_windows == torch.tensor([0, 8])).all()
+    assert all(static._plans[i].distractor is None for i in range(14))
+    # The expression units are the apex's in every frame; a dynamic video ramps up from zero.
+    from rdfer.data.synthetic import PROTOTYPES, _units
+
+    for i in range(14):
+        plan = static._plans[i]
+        units, _ = _units(plan, 8, np.random.default_rng(0))
+        assert np.allclose(units, plan.intensity * PROTOTYPES[plan.label][None], atol=1e-6)
+        dyn_units, _ = _units(dynamic._plans[i], 8, np.random.default_rng(0))
+        if dynamic._plans[i].label != 2 and dynamic._plans[i].distractor is None:  # neutral has no units
+            assert np.abs(dyn_units[0]).sum() < np.abs(dyn_units).sum(1).max()
+    assert "static=True" in repr(static)

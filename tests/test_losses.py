@@ -1,5 +1,8 @@
 """Agreement, flag_samples and AgreementLoss on hand-made cases with known answers."""
 
+# These cases pin the paper's rule: noisy_class_guard=0.0 (issue 28 made 0.5 the default;
+# tests/test_robust_losses.py covers the guard).
+
 from collections import namedtuple
 
 import pytest
@@ -132,7 +135,7 @@ def _three_samples():
 def test_epoch_scope_flags_and_exact_gradients():
     logits, clips, target = _three_samples()
     index = torch.tensor([0, 1, 2])
-    crit = AgreementLoss(num_samples=3, strategy="agreement", t_hard=1 / 3, t_noisy=1 / 3)
+    crit = AgreementLoss(num_samples=3, strategy="agreement", t_hard=1 / 3, t_noisy=1 / 3, noisy_class_guard=0.0)
     crit(Out(logits, clips), target, index)
     assert crit.last_flags.tolist() == [0, 0, 0]  # nothing flagged before the first step_epoch
     assert crit.step_epoch().tolist() == [HARD, NOISY, ORDINARY]
@@ -144,7 +147,7 @@ def test_epoch_scope_flags_and_exact_gradients():
 
     g_logits, g_clips = grads(crit)
     assert crit.last_flags.tolist() == [HARD, NOISY, ORDINARY]
-    plain = AgreementLoss(num_samples=3, strategy="ce")
+    plain = AgreementLoss(num_samples=3, strategy="ce", noisy_class_guard=0.0)
     p_logits, p_clips = grads(plain)
     assert torch.count_nonzero(g_logits[1]) == 0 and torch.count_nonzero(g_clips[1]) == 0  # NOISY: exactly zero
     # HARD: 1.5x the plain gradient (to float rounding); ORDINARY: the plain gradient.
@@ -155,7 +158,7 @@ def test_epoch_scope_flags_and_exact_gradients():
 
 def test_loss_value_matches_formula():
     logits, clips, target = _three_samples()
-    crit = AgreementLoss(num_samples=3, strategy="ce", label_smoothing=0.1, aux_weight=0.1)
+    crit = AgreementLoss(num_samples=3, strategy="ce", label_smoothing=0.1, aux_weight=0.1, noisy_class_guard=0.0)
     value = crit(Out(logits, clips), target, torch.arange(3))
     video = F.cross_entropy(logits, target, label_smoothing=0.1, reduction="none")
     clip = torch.stack([F.cross_entropy(clips[i], target[i].repeat(4), label_smoothing=0.1) for i in range(3)])
@@ -164,7 +167,7 @@ def test_loss_value_matches_formula():
 
 def test_start_epoch_delays_reweighting():
     logits, clips, target = _three_samples()
-    crit = AgreementLoss(num_samples=3, strategy="agreement", t_hard=1 / 3, t_noisy=1 / 3, start_epoch=2)
+    crit = AgreementLoss(num_samples=3, strategy="agreement", t_hard=1 / 3, t_noisy=1 / 3, start_epoch=2, noisy_class_guard=0.0)
     for epoch in range(3):
         crit(Out(logits, clips), target, torch.arange(3))
         expect = [0, 0, 0] if epoch < 2 else [HARD, NOISY, ORDINARY]
@@ -174,13 +177,13 @@ def test_start_epoch_delays_reweighting():
 
 def test_batch_scope():
     logits, clips, target = _three_samples()
-    crit = AgreementLoss(num_samples=3, strategy="agreement", t_hard=1 / 3, t_noisy=1 / 3, scope="batch")
+    crit = AgreementLoss(num_samples=3, strategy="agreement", t_hard=1 / 3, t_noisy=1 / 3, scope="batch", noisy_class_guard=0.0)
     crit(Out(logits, clips), target, torch.arange(3))
     assert crit.last_flags.tolist() == [HARD, NOISY, ORDINARY]
 
 
 def test_unseen_indices_stay_ordinary_and_state_dict_roundtrip():
-    crit = AgreementLoss(num_samples=20, strategy="agreement", t_hard=0.2, t_noisy=0.1)
+    crit = AgreementLoss(num_samples=20, strategy="agreement", t_hard=0.2, t_noisy=0.1, noisy_class_guard=0.0)
     torch.manual_seed(1)
     for start in (0, 5):  # indices 10..19 never seen
         idx = torch.arange(start, start + 5)
@@ -188,21 +191,21 @@ def test_unseen_indices_stay_ordinary_and_state_dict_roundtrip():
     flags = crit.step_epoch()
     assert (flags[10:] == ORDINARY).all()
     assert (flags[:10] == HARD).sum() == 2 and (flags[:10] == NOISY).sum() == 1  # counts over the 10 seen
-    restored = AgreementLoss(num_samples=20, strategy="agreement", t_hard=0.2, t_noisy=0.1)
+    restored = AgreementLoss(num_samples=20, strategy="agreement", t_hard=0.2, t_noisy=0.1, noisy_class_guard=0.0)
     restored.load_state_dict(crit.state_dict())
     assert torch.equal(restored.flags, crit.flags) and int(restored.epoch) == 1
     assert torch.equal(restored.step_epoch(), crit.step_epoch())
 
 
 def test_index_out_of_range_is_clear():
-    crit = AgreementLoss(num_samples=2, strategy="agreement")
+    crit = AgreementLoss(num_samples=2, strategy="agreement", noisy_class_guard=0.0)
     with pytest.raises(IndexError, match=r"\[0, 2\)"):
         crit(Out(torch.randn(1, 7), torch.randn(1, 4, 7)), torch.tensor([0]), torch.tensor([5]))
 
 
 def test_with_the_real_model_end_to_end():
     model = rdfer.create_model("rdfer_small")
-    crit = AgreementLoss(num_samples=4, strategy="agreement", scope="batch", t_hard=0.25, t_noisy=0.25)
+    crit = AgreementLoss(num_samples=4, strategy="agreement", scope="batch", t_hard=0.25, t_noisy=0.25, noisy_class_guard=0.0)
     target = torch.tensor([0, 1, 2, 3])
     out = model(torch.randn(4, 3, 16, 32, 32))
     loss = crit(out, target, torch.arange(4))

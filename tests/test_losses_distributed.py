@@ -1,5 +1,8 @@
 """Two gloo processes, each holding half of the samples' statistics, flag like one process."""
 
+# These cases pin the paper's rule: noisy_class_guard=0.0 (issue 28 made 0.5 the default;
+# tests/test_robust_losses.py covers the guard).
+
 import os
 from collections import namedtuple
 
@@ -22,7 +25,7 @@ def _worker(rank, world, init_file, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         logits, clips, target = _data()
-        crit = AgreementLoss(num_samples=N, strategy="agreement", t_hard=0.2, t_noisy=0.1)
+        crit = AgreementLoss(num_samples=N, strategy="agreement", t_hard=0.2, t_noisy=0.1, noisy_class_guard=0.0)
         # Two lock-step batches per process, interleaved indices like a DistributedSampler.
         for step in range(2):
             idx = torch.arange(N)[rank::world][step * 5 : (step + 1) * 5]
@@ -35,7 +38,7 @@ def _worker(rank, world, init_file, out_dir):
 
 def test_two_processes_match_one(tmp_path):
     logits, clips, target = _data()
-    single = AgreementLoss(num_samples=N, strategy="agreement", t_hard=0.2, t_noisy=0.1)
+    single = AgreementLoss(num_samples=N, strategy="agreement", t_hard=0.2, t_noisy=0.1, noisy_class_guard=0.0)
     single(Out(logits, clips), target, torch.arange(N))
     expected = single.step_epoch()
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)

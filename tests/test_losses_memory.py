@@ -2,6 +2,9 @@
 label, the clip vote, the unsmoothed loss) under which dataset index, and how the next epoch's
 flags and weights follow from it."""
 
+# These cases pin the paper's rule: noisy_class_guard=0.0 (issue 28 made 0.5 the default;
+# tests/test_robust_losses.py covers the guard).
+
 from collections import namedtuple
 
 import pytest
@@ -55,7 +58,7 @@ def test_hand_case_losses_rank_as_described():
 
 
 def test_epoch_memory_stores_label_vote_and_plain_loss_by_index():
-    crit = AgreementLoss(num_samples=4, strategy="agreement", t_hard=0.0, t_noisy=0.25, noisy_requires_mismatch=True)
+    crit = AgreementLoss(num_samples=4, strategy="agreement", t_hard=0.0, t_noisy=0.25, noisy_requires_mismatch=True, noisy_class_guard=0.0)
     for out, target, index in _batches():
         crit(out, target, index)
     assert crit.mem_label.tolist() == LABELS  # the label, not the clips' vote
@@ -69,8 +72,8 @@ def test_noisy_requires_mismatch_in_epoch_scope():
     # One NOISY slot (t_noisy * 4 = 1). Sample 0 has the highest loss but its clips agree with
     # its label: with noisy_requires_mismatch it cannot be NOISY, so sample 1 (next by loss, and
     # a mismatch) is; without the option sample 0 is.
-    strict = AgreementLoss(num_samples=4, strategy="agreement", t_hard=0.0, t_noisy=0.25, noisy_requires_mismatch=True)
-    loose = AgreementLoss(num_samples=4, strategy="agreement", t_hard=0.0, t_noisy=0.25)
+    strict = AgreementLoss(num_samples=4, strategy="agreement", t_hard=0.0, t_noisy=0.25, noisy_requires_mismatch=True, noisy_class_guard=0.0)
+    loose = AgreementLoss(num_samples=4, strategy="agreement", t_hard=0.0, t_noisy=0.25, noisy_class_guard=0.0)
     for crit in (strict, loose):
         for out, target, index in _batches():
             crit(out, target, index)
@@ -86,7 +89,7 @@ def test_noisy_requires_mismatch_in_epoch_scope():
 
 
 def test_memory_keeps_the_latest_visit_and_flags_cover_seen_samples_only():
-    crit = AgreementLoss(num_samples=6, strategy="agreement", t_hard=0.0, t_noisy=0.2, noisy_requires_mismatch=True)
+    crit = AgreementLoss(num_samples=6, strategy="agreement", t_hard=0.0, t_noisy=0.2, noisy_requires_mismatch=True, noisy_class_guard=0.0)
     batches = list(_batches())
     for out, target, index in batches:
         crit(out, target, index)
@@ -107,7 +110,7 @@ def test_lambdas_weight_each_flag_in_the_loss_value():
     clips = F.one_hot(torch.tensor([[0, 1, 2, 3], [2, 2, 2, 2], [0, 0, 0, 1]]), 7).float() * 4
     target = torch.tensor([0, 5, 0])
     crit = AgreementLoss(3, strategy="agreement", t_hard=1 / 3, t_noisy=1 / 3, lambda_hard=2.0, lambda_noisy=0.3, lambda_ordinary=0.7,
-                         scope="batch", label_smoothing=0.0, aux_weight=0.5)
+                         scope="batch", label_smoothing=0.0, aux_weight=0.5, noisy_class_guard=0.0)
     value = crit(Out(logits, clips), target, torch.arange(3))
     assert crit.last_flags.tolist() == [HARD, NOISY, ORDINARY]
     video = F.cross_entropy(logits, target, reduction="none")
@@ -119,15 +122,15 @@ def test_lambdas_weight_each_flag_in_the_loss_value():
 def test_aux_weight_zero_and_class_weights():
     logits, target = torch.randn(5, 7), torch.tensor([0, 1, 2, 3, 3])
     clips = torch.randn(5, 4, 7)
-    crit = AgreementLoss(5, strategy="ce", aux_weight=0.0, label_smoothing=0.0)
+    crit = AgreementLoss(5, strategy="ce", aux_weight=0.0, label_smoothing=0.0, noisy_class_guard=0.0)
     assert crit(Out(logits, clips), target, torch.arange(5)).item() == pytest.approx(
         F.cross_entropy(logits, target).item(), rel=1e-6)  # the clip logits play no part
     w = torch.tensor([1.0, 2.0, 0.5, 3.0, 1.0, 1.0, 1.0])
-    weighted = AgreementLoss(5, strategy="ce", aux_weight=0.0, label_smoothing=0.2, class_weight=w)
+    weighted = AgreementLoss(5, strategy="ce", aux_weight=0.0, label_smoothing=0.2, class_weight=w, noisy_class_guard=0.0)
     expected = F.cross_entropy(logits, target, weight=w, label_smoothing=0.2, reduction="none").sum() / 5
     assert weighted(Out(logits, clips), target, torch.arange(5)).item() == pytest.approx(expected.item(), rel=1e-6)
     # aux_weight 1: the mean clip CE counts in full.
-    full = AgreementLoss(5, strategy="ce", aux_weight=1.0, label_smoothing=0.0)
+    full = AgreementLoss(5, strategy="ce", aux_weight=1.0, label_smoothing=0.0, noisy_class_guard=0.0)
     clip_ce = F.cross_entropy(clips.flatten(0, 1), target.repeat_interleave(4), reduction="none").view(5, 4).mean(1)
     expected = (F.cross_entropy(logits, target, reduction="none") + clip_ce).mean()
     assert full(Out(logits, clips), target, torch.arange(5)).item() == pytest.approx(expected.item(), rel=1e-6)
@@ -135,13 +138,13 @@ def test_aux_weight_zero_and_class_weights():
 
 def test_bad_scope_and_strategy_are_refused_by_name():
     with pytest.raises(ValueError, match="scope must be 'epoch' or 'batch', got 'epochs'"):
-        AgreementLoss(3, strategy="agreement", scope="epochs")
+        AgreementLoss(3, strategy="agreement", scope="epochs", noisy_class_guard=0.0)
     with pytest.raises(ValueError, match="unknown strategy 'agree'"):
-        AgreementLoss(3, strategy="agree")
+        AgreementLoss(3, strategy="agree", noisy_class_guard=0.0)
 
 
 def test_defaults_are_the_papers_and_the_memory_is_integer_where_it_holds_ids():
-    crit = AgreementLoss(5, strategy="agreement")
+    crit = AgreementLoss(5, strategy="agreement", noisy_class_guard=0.0)
     assert (crit.t_hard, crit.t_noisy, crit.label_smoothing, crit.aux_weight) == (0.2, 0.1, 0.1, 0.1)
     assert (crit.scope, crit.strategy, crit.start_epoch, crit.noisy_requires_mismatch) == ("epoch", "agreement", 0, False)
     assert crit.weights.tolist() == [1.0, 1.5, 0.0]  # ORDINARY, HARD, NOISY
@@ -155,13 +158,13 @@ def test_defaults_are_the_papers_and_the_memory_is_integer_where_it_holds_ids():
     assert set(dict(crit.named_buffers())) == {"weights", "mem_agreement", "mem_loss", "mem_confidence", "mem_mode",
                                               "mem_label", "mem_stamp", "flags", "epoch", "updates"}
     assert crit.active  # reweighting from epoch 0 by default
-    assert not AgreementLoss(5, strategy="ce").active and not AgreementLoss(5, strategy="agreement", start_epoch=1).active
-    weighted = AgreementLoss(5, strategy="agreement", class_weight=[1, 2, 3, 4, 5, 6, 7])
+    assert not AgreementLoss(5, strategy="ce", noisy_class_guard=0.0).active and not AgreementLoss(5, strategy="agreement", start_epoch=1, noisy_class_guard=0.0).active
+    weighted = AgreementLoss(5, strategy="agreement", class_weight=[1, 2, 3, 4, 5, 6, 7], noisy_class_guard=0.0)
     assert weighted.class_weight.dtype == torch.float32 and weighted.class_weight.tolist() == [1, 2, 3, 4, 5, 6, 7]
 
 
 def test_counters_advance_per_batch_and_per_epoch():
-    crit = AgreementLoss(4, strategy="agreement")
+    crit = AgreementLoss(4, strategy="agreement", noisy_class_guard=0.0)
     for out, target, index in _batches():
         crit(out, target, index)
     assert int(crit.updates) == 2 and int(crit.epoch) == 0
@@ -210,8 +213,8 @@ def test_big_loss_ties_go_to_the_lower_index_and_one_sample_can_be_flagged():
 def test_noisy_requires_mismatch_in_batch_scope():
     # The same hand case as one batch: the flags come from the batch's own clip votes and labels.
     logits, clips, labels = _hand_case()
-    strict = AgreementLoss(4, strategy="agreement", t_hard=0.0, t_noisy=0.25, scope="batch", noisy_requires_mismatch=True)
-    loose = AgreementLoss(4, strategy="agreement", t_hard=0.0, t_noisy=0.25, scope="batch")
+    strict = AgreementLoss(4, strategy="agreement", t_hard=0.0, t_noisy=0.25, scope="batch", noisy_requires_mismatch=True, noisy_class_guard=0.0)
+    loose = AgreementLoss(4, strategy="agreement", t_hard=0.0, t_noisy=0.25, scope="batch", noisy_class_guard=0.0)
     strict(Out(logits, clips), labels, torch.arange(4))
     loose(Out(logits, clips), labels, torch.arange(4))
     assert strict.last_flags.tolist() == [ORDINARY, NOISY, ORDINARY, ORDINARY]

@@ -10,7 +10,7 @@ import rdfer
 from rdfer.backbones.former_dfer import TransformerBlock
 from rdfer.model import RDFEROutput
 
-SMALL = dict(d_model=32, summary_dim=8)
+SMALL = dict(d_model=32, summary_dim=8, frame_head=False)  # the paper's heads: outputs checked by hand
 ALL_BACKBONES = [n for n in rdfer.list_backbones() if not n.endswith("*")] + ["timm/resnet18"]
 
 

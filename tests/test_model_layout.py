@@ -19,7 +19,7 @@ from rdfer.model.dual_stream import RecurrentSequence
 from rdfer.model.sampler import KeyExpressionSampler
 from rdfer.registry import create_backbone
 
-SMALL = dict(d_model=32, summary_dim=8)
+SMALL = dict(d_model=32, summary_dim=8, frame_head=False)  # the paper's heads: outputs checked by hand
 
 
 def index_video(batch: int, t: int, size: int = 32) -> torch.Tensor:
@@ -290,7 +290,7 @@ def test_config_records_how_the_model_was_built():
     assert cfg["backbone_kwargs"] == {"widths": (8, 16)} and cfg["detector_kwargs"] == {"widths": (4, 8)}
     assert (cfg["n_clips"], cfg["clip_len"], cfg["d_model"], cfg["summary_dim"]) == (2, 3, 32, 8)
     for key, value in DEFAULT_CONFIG.items():
-        if key not in ("n_clips", "clip_len", "d_model", "summary_dim", "detector"):
+        if key not in ("n_clips", "clip_len", "d_model", "summary_dim", "detector", "frame_head"):
             assert cfg[key] == value, key
     assert model.backbone.feature_dim == 16 and model.sampler.detector.feature_dim == 8
     assert (model.num_classes, model.n_clips, model.clip_len, model.num_frames_read) == (5, 2, 3, 6)
@@ -299,6 +299,11 @@ def test_config_records_how_the_model_was_built():
     assert model.clip_head.in_features == 32 and model.clip_head.out_features == 5
     assert model.classifier.in_features == 32 + 8 and model.classifier.out_features == 5  # f and the summary S
     assert model.temporal.n_clips == 2 and model.temporal.clip_len == 3 and model.temporal.token_level == "frame"
+    assert cfg["frame_head"] is False and model.frame_head is None  # SMALL asks for the paper's heads
+    with_head = rdfer.wrap_with_rdfer("tiny_cnn", num_classes=5, backbone_kwargs={"widths": (8, 16)}, d_model=32,
+                                      frame_head=True)
+    assert with_head.config["frame_head"] is True and DEFAULT_CONFIG["frame_head"] is False  # the paper's
+    assert (with_head.frame_head.in_features, with_head.frame_head.out_features) == (16, 5)  # backbone tokens -> K
 
 
 def test_paper_defaults():

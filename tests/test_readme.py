@@ -68,8 +68,8 @@ COMMANDS = {
     "torchrun --standalone --nproc_per_node=4 -m rdfer train dfew --root /data/DFEW --fold 1 --amp": (TINY_TRAIN, "2 processes on 2 cores"),
     "rdfer predict clip1.mp4 clip2.mov --checkpoint runs/demo/rdfer": ([], ""),
     "rdfer audit dfew --root /data/DFEW --fold 1 --checkpoint runs/dfew_fold1": (TINY_DATA, ""),
-    "rdfer audit synthetic --checkpoint runs/demo/rdfer --num-frames 16 --image-size 32 --synthetic-train 1200 --synthetic-test 600 --noise-rate 0.3 --synthetic-distribution long_tail": (TINY_SYNTHETIC, ""),
-    "rdfer analyze synthetic --checkpoint runs/demo/rdfer --num-frames 16 --image-size 32 --synthetic-train 1200 --synthetic-test 600 --noise-rate 0.3 --synthetic-distribution long_tail": (TINY_SYNTHETIC, ""),
+    "rdfer audit synthetic --checkpoint runs/demo/rdfer --synthetic-train 1200 --synthetic-test 600 --noise-rate 0.3 --synthetic-distribution long_tail": (TINY_SYNTHETIC, ""),
+    "rdfer analyze synthetic --checkpoint runs/demo/rdfer --synthetic-train 1200 --synthetic-test 600 --noise-rate 0.3 --synthetic-distribution long_tail": (TINY_SYNTHETIC, ""),
     "rdfer export --checkpoint runs/demo/rdfer --format onnx": ([], ""),
     "rdfer export --checkpoint runs/demo/rdfer --format torchscript": ([], ""),
 }

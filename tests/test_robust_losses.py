@@ -208,7 +208,7 @@ def test_clip_vote_flags_every_agreeing_mismatch_up_to_a_cap():
     clean = flags_for_strategy("clip_vote", *args, 0.2, 0.1, mode_class=labels, labels=labels)
     assert (clean == NOISY).sum() == 0
     # Through the loss: noisy_max reaches the flags.
-    crit = AgreementLoss(10, strategy="clip_vote", noisy_max=0.2)
+    crit = AgreementLoss(10, strategy="clip_vote", noisy_max=0.2, noisy_class_guard=0.0)
     assert crit._strategy_flags(agreement, loss, torch.ones(10), mode, labels).eq(capped).all()
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="noisy_max"):
@@ -277,3 +277,50 @@ def test_training_run_uses_clip_vote_and_the_training_labels_prior(tmp_path):
     assert 0 < int(noisy.sum()) <= round(0.25 * flags.numel())
     assert bool((state["mem_mode"][noisy] != state["mem_label"][noisy]).all())
     assert bool((state["mem_agreement"][noisy] >= 0.75).all())
+
+
+def _remember(criterion, labels, votes, loss):
+    """Fill the loss memory as a pass over the set would: clip votes all for ``votes``."""
+    from rdfer.model.rdfer import RDFEROutput
+
+    n, k = labels.numel(), 3
+    clip_logits = torch.full((n, 4, k), -5.0)
+    clip_logits[torch.arange(n), :, votes] = 5.0
+    # Per-sample logits whose plain CE with the label is ``loss``: the label's logit set accordingly.
+    logits = torch.zeros(n, k)
+    logits[torch.arange(n), labels] = torch.log((k - 1) / (torch.exp(loss) - 1))
+    out = RDFEROutput(logits, clip_logits, torch.zeros(n), torch.zeros(n), torch.zeros(n, 1), torch.zeros(n, 1),
+                      torch.zeros(n, 0, k))
+    criterion(out, labels, torch.arange(n))
+    return criterion.step_epoch()
+
+
+def test_class_guard_never_drops_a_class_the_model_does_not_recognise():
+    # 10 samples of class 0, all voted 0 (learned); 3 of rare class 1, all voted 0 (not learned,
+    # highest loss). Agreement flags the top 10% by loss among agreeing clips: class-1 samples.
+    labels = torch.tensor([0] * 10 + [1] * 3)
+    votes = torch.zeros(13, dtype=torch.long)
+    loss = torch.cat([torch.linspace(0.1, 0.5, 10), torch.tensor([2.0, 2.5, 3.0])])
+    plain = _remember(AgreementLoss(13, t_noisy=0.2, t_hard=0.0, noisy_class_guard=0.0), labels, votes, loss)
+    assert (plain == NOISY).nonzero().squeeze(1).tolist() == [10, 11, 12]  # the whole rare class, dropped
+    guarded = AgreementLoss(13, t_noisy=0.2, t_hard=0.0, noisy_class_guard=0.5)
+    flags = _remember(guarded, labels, votes, loss)
+    assert guarded.class_recall(2).tolist() == [1.0, 0.0]
+    assert not (flags == NOISY).any()  # class 1 is not recognised: its samples are kept
+    # Once class 1 is recognised (2 of 3 voted 1), its remaining contradicted sample may be flagged.
+    votes = torch.tensor([0] * 10 + [1, 1, 0])
+    loss = torch.cat([torch.linspace(0.1, 0.5, 10), torch.tensor([0.2, 0.3, 3.0])])
+    guarded = AgreementLoss(13, t_noisy=0.1, t_hard=0.0, noisy_class_guard=0.5)
+    flags = _remember(guarded, labels, votes, loss)
+    assert guarded.class_recall(2).tolist() == pytest.approx([1.0, 2 / 3])
+    assert (flags == NOISY).nonzero().squeeze(1).tolist() == [12]
+
+
+def test_class_guard_bounds_and_flag():
+    with pytest.raises(ValueError, match="noisy_class_guard must be in"):
+        AgreementLoss(4, noisy_class_guard=1.5)
+    from rdfer.cli import _train_config_from_args, build_parser
+
+    args = build_parser().parse_args(["train", "synthetic", "--noisy-class-guard", "0.5"])
+    vars(args).pop("debug", None)
+    assert _train_config_from_args(args).noisy_class_guard == 0.5

@@ -3,7 +3,10 @@ videos (clips disagree), so a person can review the annotations."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
@@ -41,7 +44,7 @@ def audit_predictions(
     for i in range(len(preds)):
         rows.append({
             "index": int(preds.index[i]),
-            "path": preds.paths[i] if i < len(preds.paths) else "",
+            "path": _absolute(preds.paths[i]) if i < len(preds.paths) else "",
             "label": class_names[int(preds.labels[i])],
             "predicted": class_names[int(pred_cls[i])],
             "clip_vote": class_names[int(stats.mode_class[i])],
@@ -76,30 +79,60 @@ def audit_predictions(
     return report
 
 
+def _absolute(path: str) -> str:
+    """``path`` made absolute when it names a file or folder relative to the working directory:
+    the audit's CSVs and the review page's export are read from elsewhere (``rdfer train csv``
+    resolves relative paths against the CSV's folder). Other names (``synthetic/3``) are kept."""
+    if not path or os.path.isabs(path) or not os.path.exists(path):
+        return path
+    return os.path.join(os.getcwd(), path)  # not abspath: "a/../b" through a symlinked "a" must stay as the OS reads it
+
+
+def _write_csv(path: Path, header: Sequence[str], rows) -> None:
+    """``rows`` (sequences) under ``header`` as a UTF-8 CSV at ``path``, written atomically by the
+    stdlib csv writer (a comma, quote or newline inside a field is quoted, as ``csv.reader`` and
+    ``rdfer train csv`` read it back)."""
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    _write_text(path, buf.getvalue())
+
+
+def _write_text(path: Path, text: str) -> None:
+    """``text`` to ``path`` as UTF-8, atomically, byte for byte (no newline translation: a newline
+    inside a quoted CSV field stays one)."""
+    from ..engine.checkpoint import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _md_text(text: str) -> str:
+    # A path is one table cell or list item: a "|" or a line break in it would split the row.
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _md_rows(rows, limit):
     keys = ["index", "path", "label", "predicted", "clip_vote", "agreement", "confidence", "loss"]
-    return format_markdown_table(keys, [[r[k] for k in keys] for r in rows[:limit]])
+    return format_markdown_table(keys, [[_md_text(r[k]) if k == "path" else r[k] for k in keys] for r in rows[:limit]])
 
 
 def write_audit(report: Dict[str, Any], out_dir: Path, limit: int = 50) -> Dict[str, Path]:
     """``audit.csv`` (every sample), ``label_errors.csv``, ``hard_samples.csv``, ``audit.md``,
     ``audit.json`` (summary) in ``out_dir``."""
-    from ..engine.checkpoint import atomic_write_text
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = ["index", "path", "label", "predicted", "clip_vote", "agreement", "confidence", "loss", "flag"]
-
-    def csv(rows):
-        return "\n".join([",".join(keys)] + [",".join(str(r[k]).replace(",", ";") for k in keys) for r in rows]) + "\n"
 
     files = {
         "csv": out_dir / "audit.csv", "errors": out_dir / "label_errors.csv",
         "hard": out_dir / "hard_samples.csv", "md": out_dir / "audit.md", "json": out_dir / "audit.json",
     }
-    atomic_write_text(files["csv"], csv(report["all"]))
-    atomic_write_text(files["errors"], csv(report["suspected_label_errors"]))
-    atomic_write_text(files["hard"], csv(report["hard_samples"]))
+    for name, part in (("csv", "all"), ("errors", "suspected_label_errors"), ("hard", "hard_samples")):
+        _write_csv(files[name], keys, [[r[k] for k in keys] for r in report[part]])
     md = [
         f"# rdfer audit ({report['num_samples']} videos)",
         "",
@@ -117,10 +150,10 @@ def write_audit(report: Dict[str, Any], out_dir: Path, limit: int = 50) -> Dict[
            "", f"## Suspected label errors (first {limit})", "", _md_rows(report["suspected_label_errors"], limit),
            "", f"## Hard videos (first {limit})", "", _md_rows(report["hard_samples"], limit), ""]
     if report["invalid_excluded"]:
-        md += ["## Unreadable (excluded)", ""] + [f"- {p}" for p in report["invalid_excluded"]] + [""]
-    atomic_write_text(files["md"], "\n".join(md))
+        md += ["## Unreadable (excluded)", ""] + [f"- {_md_text(p)}" for p in report["invalid_excluded"]] + [""]
+    _write_text(files["md"], "\n".join(md))
     summary = {k: v for k, v in report.items() if k not in ("all", "suspected_label_errors", "hard_samples")}
     summary["num_suspected_label_errors"] = len(report["suspected_label_errors"])
     summary["num_hard"] = len(report["hard_samples"])
-    atomic_write_text(files["json"], json.dumps(summary, indent=2))
+    _write_text(files["json"], json.dumps(summary, indent=2))
     return files

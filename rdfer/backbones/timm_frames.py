@@ -84,7 +84,9 @@ def timm_frame_encoder(model_name: str, pretrained: Pretrained = False, image_si
         import difflib
 
         close = difflib.get_close_matches(model_name, timm.list_models(), n=5)
-        raise KeyError(f"timm has no model {model_name!r}. Close matches: {close}")
+        from ..registry import UnknownNameError  # a KeyError, and a user error on the command line
+
+        raise UnknownNameError(f"timm has no model {model_name!r}. Close matches: {close}")
     upstream, path = resolve_pretrained(pretrained)
     with upstream_download(f"timm {model_name}"):
         net = _create(timm, model_name, upstream, kwargs, image_size)

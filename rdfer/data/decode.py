@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -43,6 +44,10 @@ __all__ = [
     "read_video_file",
     "read_clip",
     "bad_input_report",
+    "not_a_regular_file",
+    "read_regular_file",
+    "open_local_video",
+    "FFMPEG_PROTOCOLS",
 ]
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -263,16 +268,95 @@ def read_frame_folder(folder: PathLike, select: Selector, size: int, threads: in
                 {k: v for k, v in errors.items() if k in bad})
 
 
+# What kind of file a mode is, for the message refusing it.
+_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+
+#: The only FFmpeg protocol rdfer lets PyAV use, for the file itself and for anything it refers to
+#: (a playlist's segments, an encryption key): a video is a local file, never fetched from a network.
+FFMPEG_PROTOCOLS = "file"
+
+
+def not_a_regular_file(path: PathLike) -> Optional[str]:
+    """Why ``path`` cannot be read as a file (``"no such file"``, ``"a named pipe (FIFO)"``,
+    ...), or None for a regular file (symbolic links followed).
+
+    Reading a FIFO blocks until someone writes to it, and a device never ends (``/dev/zero``), so
+    media and config files are checked before they are opened.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return None
+    return next((what for test, what in _KINDS if test(mode)), "not a regular file")
+
+
+def read_regular_file(path: PathLike, max_bytes: Optional[int] = None, what: str = "file") -> bytes:
+    """The bytes of a regular file, at most ``max_bytes`` of them.
+
+    Raises ValueError naming the file when it is a FIFO, a device, a socket or a folder (reading
+    it would block or never end) or when it is larger than ``max_bytes``; OSError (e.g.
+    FileNotFoundError) when it cannot be opened. The file is opened non-blocking and checked on
+    the open descriptor, so what is read is what was checked.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((w for test, w in _KINDS if test(info.st_mode)), "not a regular file")
+            raise ValueError(f"{path} is {kind}, not a regular file; rdfer reads regular files only")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise ValueError(f"{path} is {info.st_size / 2**20:.1f} MiB, more than the {max_bytes / 2**20:g} MiB "
+                             f"a {what} may have; is it the right file?")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        chunks, size = [], 0
+        while True:  # the file may grow while it is read: stop at the limit all the same
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if max_bytes is not None and size > max_bytes:
+                raise ValueError(f"{path} is more than the {max_bytes / 2**20:g} MiB a {what} may have; "
+                                 f"is it the right file?")
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
+def open_local_video(path: PathLike):
+    """``av.open`` for reading a local video file, and nothing else.
+
+    Refused with :class:`UnreadableClip` before FFmpeg sees it: anything but a regular file (a
+    FIFO would block, a device never end). FFmpeg then opens the absolute path (so a name such as
+    ``concat:x.mp4`` or ``tcp:...`` is a file name, not a protocol) with the protocol whitelist
+    :data:`FFMPEG_PROTOCOLS`: no protocol but ``file``, for the video and everything it refers
+    to (an HLS playlist's segments and keys, ...), so reading a video never touches the network.
+    PyAV's own errors (a corrupt file) propagate.
+    """
+    import av
+
+    why = not_a_regular_file(path)
+    if why is not None:
+        raise UnreadableClip(why if why == "no such file" else f"{why}, not a regular file; rdfer reads video "
+                             f"files and frame folders only")
+    return av.open(os.path.abspath(os.fspath(path)), container_options={"protocol_whitelist": FFMPEG_PROTOCOLS})
+
+
 def _fps(stream) -> Optional[float]:
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     return float(rate) if rate else None
 
 
 def _open_video(path: str):
-    import av
-
     try:
-        container = av.open(path)
+        container = open_local_video(path)
+    except UnreadableClip:
+        raise
     except Exception as exc:
         if _is_fatal(exc):
             raise
@@ -376,7 +460,7 @@ def read_clip(path: PathLike, select: Selector, size: int, threads: int = 1) -> 
         return read_frame_folder(path, select, size, threads)
     if not os.path.exists(path):
         raise UnreadableClip("no such file or folder")
-    return read_video_file(path, select, size)
+    return read_video_file(path, select, size)  # a FIFO, device or socket: refused by open_local_video
 
 
 def bad_input_report(bad_samples: Dict[str, str], replaced_frames: Dict[str, List[Tuple[str, str]]]) -> str:

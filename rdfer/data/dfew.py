@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from .emotions import EMOTIONS
-from .video_csv import VideoListDataset, read_csv_rows
+from .video_csv import VideoListDataset, label_index, read_csv_rows, short_repr
 
 __all__ = ["DFEW", "DFEW_SPLITS"]
 
@@ -18,8 +18,8 @@ def _clip_folders(clip_root: Path) -> Tuple[set, Dict[int, str]]:
     """Folder names under ``clip_root`` and ``int(name) -> name`` for numeric names, listed once
     (16k clips: one listdir instead of a stat per CSV row)."""
     names = set(os.listdir(clip_root))
-    numeric = {int(n): n for n in names if n.isdigit()}
-    return names, numeric
+    numbers = ((label_index(n), n) for n in names)
+    return names, {k: n for k, n in numbers if k is not None}
 
 
 class DFEW(VideoListDataset):
@@ -69,17 +69,15 @@ class DFEW(VideoListDataset):
         samples: List[Tuple[str, int]] = []
         for row_no, row in read_csv_rows(csv_path, ("video_name", "label")):
             name, label = row["video_name"], row["label"]
-            try:
-                y = int(label)
-            except ValueError:
-                y = None
+            y = label_index(label)  # ASCII digits only; a huge number is refused unconverted
             if y is None or not 1 <= y <= 7:
-                raise ValueError(f"{csv_path}, row {row_no}: label {label!r} is not an integer in 1..7 "
+                raise ValueError(f"{csv_path}, row {row_no}: label {short_repr(label)} is not an integer in 1..7 "
                                  "(1=Happy 2=Sad 3=Neutral 4=Angry 5=Surprise 6=Disgust 7=Fear)")
-            folder = name if name in names else numeric.get(int(name)) if name.isdigit() else None
+            number = label_index(name)
+            folder = name if name in names else numeric.get(number) if number is not None else None
             if not name or folder is None:
-                raise FileNotFoundError(f"{csv_path}, row {row_no}: clip folder for video {name!r} not found "
-                                        f"in {clip_root}")
+                raise FileNotFoundError(f"{csv_path}, row {row_no}: clip folder for video {short_repr(name)} not "
+                                        f"found in {clip_root}")
             samples.append((str(clip_root / folder), y - 1))
         if not samples:
             raise ValueError(f"{csv_path}: empty split (no rows after the header)")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
 from .emotions import EMOTIONS
-from .video_csv import VideoListDataset, read_utf8
+from .video_csv import VideoListDataset, label_index, read_utf8, short_repr
 
 __all__ = ["FERV39K", "FERV39K_CLASSES", "FERV39K_SPLITS"]
 
@@ -69,8 +69,8 @@ class FERV39K(VideoListDataset):
                 rel, label = parts
                 y = self._label(label)
                 if y is None:
-                    raise ValueError(f"{list_path}, row {row_no}: unknown label {label!r}; expected an emotion "
-                                     f"name {[e.capitalize() for e in EMOTIONS]} or an integer 0..6 in "
+                    raise ValueError(f"{list_path}, row {row_no}: unknown label {short_repr(label)}; expected an "
+                                     f"emotion name {[e.capitalize() for e in EMOTIONS]} or an integer 0..6 in "
                                      f"FERV39K order {[e.capitalize() for e in FERV39K_CLASSES]}")
                 folder = clip_root / rel.strip("/")
                 if not folder.is_dir():
@@ -85,7 +85,7 @@ class FERV39K(VideoListDataset):
     @staticmethod
     def _label(text: str) -> Optional[int]:
         name = text.strip().lower()
-        if name.isdigit():
-            k = int(name)
+        k = label_index(name)  # ASCII digits only; a huge number is refused unconverted
+        if k is not None:
             return EMOTIONS.index(FERV39K_CLASSES[k]) if k < len(FERV39K_CLASSES) else None
         return EMOTIONS.index(name) if name in EMOTIONS else None

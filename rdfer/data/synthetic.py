@@ -80,6 +80,7 @@ class _Plan:
     distractor: Optional[Tuple[str, int, int, int, float]]  # kind, start, end, class, intensity
     hard_kind: str  # "" for ordinary videos
     render_seed: int
+    static: bool = False  # the expression at its apex in every frame (no onset/offset)
 
 
 class SyntheticDFER(Dataset):
@@ -103,6 +104,10 @@ class SyntheticDFER(Dataset):
         key_window: ``(min, max)`` length of an ordinary video's key window as a fraction of
             ``num_frames`` (default 30-55%); short windows in long videos leave a re-sampler room
             to choose. Hard ``distractor`` videos keep 20-30%.
+        static: the expression at full intensity in **every** frame, no hard videos and no
+            distractors (``hard_rate`` and ``distractor_rate`` are ignored): like sets of
+            posed expression sequences where any frame shows the emotion, which leaves a
+            re-sampler nothing to find (issue 28's small-data setting).
 
     Items: ``video`` uint8 ``(C, T, H, W)``, ``label`` (possibly noisy), ``index``, ``path``
     (``"synthetic/NNNNN"``), ``frame_index`` ``(T,)``, ``fps``, ``valid`` (always True), plus the
@@ -116,7 +121,7 @@ class SyntheticDFER(Dataset):
                  noise: str = "symmetric", hard_rate: float = 0.2, distractor_rate: float = 0.3, channels: int = 3,
                  seed: int = 0, cache: bool = False, train: bool = False,
                  class_distribution: Union[str, Sequence[float]] = "uniform",
-                 key_window: Tuple[float, float] = (0.3, 0.55)) -> None:
+                 key_window: Tuple[float, float] = (0.3, 0.55), static: bool = False) -> None:
         if num_videos < 1:
             raise ValueError(f"num_videos must be >= 1, got {num_videos}")
         if num_frames < 4:
@@ -133,6 +138,9 @@ class SyntheticDFER(Dataset):
         lo, hi = (float(v) for v in key_window)
         if not 0.0 < lo <= hi <= 1.0:
             raise ValueError(f"key_window must be a (min, max) fraction of the video with 0 < min <= max <= 1, got {key_window}")
+        self.static = bool(static)
+        if self.static:
+            hard_rate, distractor_rate, lo, hi = 0.0, 0.0, 1.0, 1.0
         self.key_window_range = (lo, hi)
         self.class_distribution = class_distribution
         counts = class_counts(num_videos, class_distribution)
@@ -197,7 +205,7 @@ class SyntheticDFER(Dataset):
                 d_start = lo + int(rng.integers(0, span - d_len + 1))
                 distractor = (kind, d_start, d_start + d_len, int(rng.choice(others)), float(d_int))
         return _Plan(label, (start, start + length), float(intensity), blend_class, blend_weight, distractor,
-                     hard_kind, int(rng.integers(2**31)))
+                     hard_kind, int(rng.integers(2**31)), self.static)
 
     # -- Dataset API ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -241,7 +249,8 @@ class SyntheticDFER(Dataset):
     def extra_repr(self) -> str:
         return (f"num_videos={self.num_videos}, num_frames={self.num_frames}, image_size={self.image_size}, "
                 f"noise_rate={self.noise_rate}, noise={self.noise!r}, hard_rate={self.hard_rate}, seed={self.seed}, "
-                f"class_distribution={self.class_distribution!r}, key_window={self.key_window_range}")
+                f"class_distribution={self.class_distribution!r}, key_window={self.key_window_range}"
+                + (", static=True" if self.static else ""))
 
     def __repr__(self) -> str:
         return f"SyntheticDFER({self.extra_repr()})"
@@ -303,7 +312,8 @@ def _units(plan: _Plan, t: int, rng: np.random.Generator) -> Tuple[np.ndarray, n
     target = PROTOTYPES[plan.label]
     if plan.blend_class >= 0:
         target = (1 - plan.blend_weight) * target + plan.blend_weight * PROTOTYPES[plan.blend_class]
-    units = _profile(t, *plan.key_window)[:, None] * (plan.intensity * target)[None]
+    profile = np.ones(t, dtype=np.float32) if plan.static else _profile(t, *plan.key_window)
+    units = profile[:, None] * (plan.intensity * target)[None]
     offsets = np.cumsum(rng.normal(0, 0.006, size=(t, 2)), axis=0).astype(np.float32)  # slow head drift
     if plan.distractor is not None:
         kind, s, e, cls, strength = plan.distractor

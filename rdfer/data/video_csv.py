@@ -20,11 +20,17 @@ import torch
 from torch.utils.data import get_worker_info
 
 from .collate import VideoItems
-from .decode import BadInputWarning, Clip, Selector, UnreadableClip, bad_input_report, read_clip
+from .decode import (BadInputWarning, Clip, Selector, UnreadableClip, bad_input_report, read_clip,
+                     read_regular_file)
 from .emotions import EMOTIONS
 from .sampling import sample_indices
 
-__all__ = ["VideoListDataset", "VideoCSV", "read_csv_rows", "read_utf8"]
+__all__ = ["VideoListDataset", "VideoCSV", "read_csv_rows", "read_utf8", "check_class_names", "label_index",
+           "short_repr", "MAX_INTEGER_CLASSES"]
+
+#: Integer labels of a CSV without a class list make the classes ``"0" .. max``; a label from this
+#: value on is refused rather than turned into that many (mostly empty) classes.
+MAX_INTEGER_CLASSES = 1000
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -134,19 +140,43 @@ class VideoListDataset(VideoItems):
         return f"{type(self).__name__}({self.extra_repr()})"
 
 
-def read_utf8(path: PathLike) -> str:
+def read_utf8(path: PathLike, max_bytes: Optional[int] = None, what: str = "file") -> str:
     """The text of a UTF-8 file (a leading byte order mark, as Excel writes, is dropped).
 
     Raises ValueError naming the file, the row (1-based line) and the offending byte otherwise,
-    where Python's own error names neither the file nor the line.
+    where Python's own error names neither the file nor the line; also for a FIFO or device
+    (reading it would block or never end) and a file over ``max_bytes`` (``what`` names it).
     """
-    data = Path(path).read_bytes()
+    data = read_regular_file(path, max_bytes, what)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         row = data[: err.start].count(b"\n") + 1
         raise ValueError(f"{path}, row {row}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
                          f"{err.start}); save the file as UTF-8") from None
+
+
+#: Longest CSV field (characters): a path (Linux's PATH_MAX is 4096 bytes) or a label. A longer
+#: one is a broken file (e.g. an unclosed quote swallowing the rest of it), not data.
+MAX_CSV_FIELD = 4096
+
+
+def _bounded_rows(reader, csv_path: PathLike) -> Iterator[List[str]]:
+    """The rows of a ``csv.reader``; a malformed row or an over-long field is a ValueError
+    naming the file and the row, not an unexpected ``_csv.Error``."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:  # e.g. a field over csv's own limit (131072 characters)
+            raise ValueError(f"{csv_path}, row {reader.line_num}: not a readable CSV row ({err}); is a quote "
+                             f"left open?") from None
+        longest = max((len(cell) for cell in row), default=0)
+        if longest > MAX_CSV_FIELD:
+            raise ValueError(f"{csv_path}, row {reader.line_num}: a field of {longest} characters, more than the "
+                             f"{MAX_CSV_FIELD} a path or label may have; is a quote left open?")
+        yield row
 
 
 def read_csv_rows(csv_path: PathLike, required: Sequence[str]) -> Iterator[Tuple[int, Dict[str, str]]]:
@@ -159,7 +189,7 @@ def read_csv_rows(csv_path: PathLike, required: Sequence[str]) -> Iterator[Tuple
     with io.StringIO(read_utf8(csv_path), newline="") as f:
         reader = csv.reader(f)
         header: Optional[List[str]] = None
-        for row in reader:
+        for row in _bounded_rows(reader, csv_path):
             if not any(cell.strip() for cell in row):
                 continue
             if header is None:
@@ -176,11 +206,50 @@ def read_csv_rows(csv_path: PathLike, required: Sequence[str]) -> Iterator[Tuple
         raise ValueError(f"{csv_path}, row 1: empty file; expected a header with {list(required)}")
 
 
-def _as_int(text: str) -> Optional[int]:
-    try:
-        return int(text)
-    except ValueError:
+def label_index(text: str) -> Optional[int]:
+    """A label written as a non-negative integer, else None.
+
+    Only ASCII digits count (Python's ``int`` also takes ``+1``, ``1_0`` and other scripts'
+    digits, which are no one's class index). A string of more than 100 digits comes back as
+    ``10**100``, so a range check refuses it without converting it.
+    """
+    if not (text.isascii() and text.isdigit()):
         return None
+    return int(text) if len(text) <= 100 else 10**100
+
+
+def short_repr(text: str, limit: int = 40) -> str:
+    """``repr`` of a label, cut short when it is very long (a corrupt cell must not flood the error)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
+def _listed(names: Sequence[str], limit: int = 12) -> str:
+    names = list(names)
+    if len(names) <= limit:
+        return str(names)
+    return str(names[:limit])[:-1] + f", ... ({len(names)} in all)]"
+
+
+def check_class_names(classes: Sequence[str], what: str = "the class list") -> List[str]:
+    """``classes`` as a list of str, after refusing an empty list, an empty name, a name given twice
+    and two names that differ only in case (a label is matched to a name ignoring case when no
+    name matches it exactly, so such names would not stay two classes)."""
+    names = [str(c) for c in classes]
+    if not names:
+        raise ValueError(f"{what} is empty")
+    seen: Dict[str, str] = {}
+    for name in names:
+        if not name.strip():
+            raise ValueError(f"{what} {_listed(names)} has an empty class name")
+        other = seen.get(name.casefold())
+        if other is None:
+            seen[name.casefold()] = name
+        elif other == name:
+            raise ValueError(f"{what} {_listed(names)} names {short_repr(name)} twice; each class needs one name")
+        else:
+            raise ValueError(f"{what} {_listed(names)} has {short_repr(other)} and {short_repr(name)}, which differ "
+                             f"only in case; give the classes names that differ in more than case")
+    return names
 
 
 class VideoCSV(VideoListDataset):
@@ -194,11 +263,16 @@ class VideoCSV(VideoListDataset):
 
     Labels and class names, in this order of rules:
 
-    1. ``classes`` given (e.g. the training set's classes for the test CSV): a label is a class
-       name (case-insensitive) or an integer index into ``classes``; anything else is an error.
-    2. Every label is one of :data:`~rdfer.EMOTIONS` (case-insensitive): the classes are the 7
+    0. Two labels of the CSV that differ only in case (``Cat``, ``cat``) are an error naming both
+       rows: one class written two ways, or two classes whose names would merge.
+    1. ``classes`` given (e.g. the training set's classes for the test CSV; no name twice, no
+       two names differing only in case): a label is a class name (exactly, or else ignoring
+       case: ``Happy`` is ``happy``) or an integer index into ``classes``; anything else is an
+       error.
+    2. Every label is one of :data:`~rdfer.EMOTIONS` (ignoring case): the classes are the 7
        EMOTIONS in their order, so models stay compatible with DFEW-trained ones.
-    3. Every label is an integer ``k >= 0``: the classes are ``"0" .. "max"`` and ``k`` is the class.
+    3. Every label is an integer ``k >= 0`` (ASCII digits): the classes are ``"0" .. "max"``
+       and ``k`` is the class; a label of :data:`MAX_INTEGER_CLASSES` or more is an error.
     4. Some labels are EMOTIONS and others are not: an error naming the first other label's row
        (most likely a typo, e.g. ``joyful``), with the nearest emotion. Pass ``classes`` when your
        class set really is different.
@@ -213,49 +287,68 @@ class VideoCSV(VideoListDataset):
         csv_path = Path(csv_path)
         if not csv_path.is_file():
             raise FileNotFoundError(f"CSV not found: {csv_path}")
+        if classes is not None:
+            classes = check_class_names(classes, f"{csv_path}: the given classes")
         base = csv_path.parent
         rows: List[Tuple[int, str, str]] = []
+        spellings: Dict[str, Tuple[int, str]] = {}
         for row_no, row in read_csv_rows(csv_path, ("path", "label")):
             if not row["path"]:
                 raise ValueError(f"{csv_path}, row {row_no}: empty path")
-            if not row["label"]:
+            label = row["label"]
+            if not label:
                 raise ValueError(f"{csv_path}, row {row_no}: empty label")
+            first_row, first = spellings.setdefault(label.casefold(), (row_no, label))
+            if first != label:
+                raise ValueError(f"{csv_path}, row {row_no}: label {short_repr(label)} differs only in case from "
+                                 f"{short_repr(first)} (row {first_row}); write one class one way, and give two "
+                                 f"classes names that differ in more than case")
             path = Path(row["path"]).expanduser()
             path = path if path.is_absolute() else base / path
             if not path.exists():
                 raise FileNotFoundError(f"{csv_path}, row {row_no}: {path} does not exist "
                                         "(relative paths are resolved against the CSV's folder)")
-            rows.append((row_no, str(path), row["label"]))
+            rows.append((row_no, str(path), label))
         if not rows:
             raise ValueError(f"{csv_path}: empty split (no rows after the header)")
-        names = [label for _, _, label in rows]
         if classes is None:
-            ints = [_as_int(x) for x in names]
-            if all(x.lower() in EMOTIONS for x in names):
-                classes = list(EMOTIONS)
-            elif all(i is not None and i >= 0 for i in ints):
-                classes = [str(k) for k in range(max(ints) + 1)]  # type: ignore[type-var]
-            elif any(x.lower() in EMOTIONS for x in names):
-                # A typo must not quietly make an 8th class and reorder the other 7.
-                row_no, label = next((r, x) for r, _, x in rows if x.lower() not in EMOTIONS)
-                near = difflib.get_close_matches(label.lower(), EMOTIONS, n=1, cutoff=0.5)
-                hint = f" (did you mean {near[0]!r}?)" if near else ""
-                raise ValueError(f"{csv_path}, row {row_no}: label {label!r} is not one of the emotions "
-                                 f"{list(EMOTIONS)}{hint}, while other rows use them; fix the label, or give "
-                                 f"the full class list (rdfer train csv --classes A,B,...)")
-            else:
-                classes = sorted(set(names))
-        classes = [str(c) for c in classes]
-        lookup = {c.lower(): k for k, c in enumerate(classes)}
+            classes = self._infer_classes(csv_path, rows)
+        exact = {c: k for k, c in enumerate(classes)}
+        folded = {c.casefold(): k for k, c in enumerate(classes)}  # unambiguous: check_class_names
         samples: List[Tuple[str, int]] = []
         for row_no, path, label in rows:
-            k = lookup.get(label.lower())
+            k = exact.get(label, folded.get(label.casefold()))
             if k is None:
-                i = _as_int(label)
-                if i is None or not 0 <= i < len(classes):
-                    raise ValueError(f"{csv_path}, row {row_no}: unknown label {label!r}; classes are {classes} "
-                                     f"(or integer indices 0..{len(classes) - 1})")
+                i = label_index(label)
+                if i is None or i >= len(classes):
+                    raise ValueError(f"{csv_path}, row {row_no}: unknown label {short_repr(label)}; classes are "
+                                     f"{_listed(classes)} (or integer indices 0..{len(classes) - 1})")
                 k = i
             samples.append((path, k))
         self.csv_path = str(csv_path)
         super().__init__(samples, classes, num_frames, image_size, train, decode_threads)
+
+    @staticmethod
+    def _infer_classes(csv_path: Path, rows: Sequence[Tuple[int, str, str]]) -> List[str]:
+        """Rules 2-5 of the class docstring: the class list of a CSV given none."""
+        names = [label for _, _, label in rows]
+        if all(x.lower() in EMOTIONS for x in names):
+            return list(EMOTIONS)
+        ints = [label_index(x) for x in names]
+        if all(i is not None for i in ints):
+            top = max(ints)  # type: ignore[type-var]
+            if top >= MAX_INTEGER_CLASSES:
+                row_no, label = next((r, x) for (r, _, x), i in zip(rows, ints) if i == top)
+                raise ValueError(f"{csv_path}, row {row_no}: integer label {short_repr(label)} is not a class index "
+                                 f"0..{MAX_INTEGER_CLASSES - 1} (integer labels make the classes 0..max); fix the "
+                                 f"label, or give the class list (rdfer train csv --classes A,B,...)")
+            return [str(k) for k in range(top + 1)]  # type: ignore[operator]
+        if any(x.lower() in EMOTIONS for x in names):
+            # A typo must not quietly make an 8th class and reorder the other 7.
+            row_no, label = next((r, x) for r, _, x in rows if x.lower() not in EMOTIONS)
+            near = difflib.get_close_matches(label.lower(), EMOTIONS, n=1, cutoff=0.5)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ValueError(f"{csv_path}, row {row_no}: label {short_repr(label)} is not one of the emotions "
+                             f"{list(EMOTIONS)}{hint}, while other rows use them; fix the label, or give "
+                             f"the full class list (rdfer train csv --classes A,B,...)")
+        return sorted(set(names))

@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -38,6 +38,8 @@ __all__ = [
     "clean_stale_temporaries",
     "CheckpointError",
     "DiskFullError",
+    "SymlinkError",
+    "refuse_symlink",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -58,6 +60,23 @@ def _is_disk_full(exc: BaseException) -> bool:
 
 class DiskFullError(OSError):
     """A write failed because the file system is full; the message names the file."""
+
+
+class SymlinkError(OSError):
+    """A folder rdfer writes into (e.g. a run's ``checkpoints/``) is a symbolic link; the
+    message names it and where it points."""
+
+
+def refuse_symlink(path: PathLike) -> None:
+    """Raise :class:`SymlinkError` when ``path`` is a symbolic link (dangling or not).
+
+    rdfer writes, replaces and deletes inside the folders of a run: through a link planted there
+    it would do so in the folder the link points to (e.g. delete old ``epoch_*`` folders there).
+    """
+    if os.path.islink(path):
+        raise SymlinkError(errno.ELOOP, f"{path} is a symbolic link (to {os.readlink(path)}), which rdfer does not "
+                           f"write through; remove the link (a run's files live in the run folder itself) or "
+                           f"choose another --out")
 
 
 def _disk_full_error(exc: BaseException, path: PathLike) -> OSError:
@@ -140,6 +159,21 @@ def save_model(model: nn.Module, path: PathLike, extra_metadata: Optional[Dict[s
     return path
 
 
+def _models_of_run(folder: Path) -> List[Path]:
+    """The model files a run folder holds besides its final model: ``best_val/`` and the
+    ``checkpoints/epoch_NNNN/`` (hidden temporaries are not checkpoints)."""
+    found = [folder / "best_val" / MODEL_FILE] + list((folder / "checkpoints").glob("epoch_*/" + MODEL_FILE))
+    return [p for p in found if p.is_file()]
+
+
+def _subfolders(folder: Path) -> List[Path]:
+    try:
+        with os.scandir(folder) as it:
+            return sorted(Path(e.path) for e in it if not e.name.startswith(".") and e.is_dir())
+    except OSError:  # unreadable: nothing to find there
+        return []
+
+
 def _model_file(path: PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
@@ -147,8 +181,11 @@ def _model_file(path: PathLike) -> Path:
             return path / MODEL_FILE
         # A run folder without a final model (stopped early): its newest epoch checkpoint. Never
         # a guess among several runs (a parent folder), nor a file in a hidden temporary folder.
-        found = [p for p in path.glob("**/" + MODEL_FILE)
-                 if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+        # Only the folder and its direct subfolders are looked at, never a walk of the tree
+        # below (`--checkpoint /` must not read the whole file system).
+        found = _models_of_run(path)
+        for sub in _subfolders(path):
+            found += [p for p in [sub / MODEL_FILE] if p.is_file()] + _models_of_run(sub)
         runs = sorted({_run_of(p) for p in found})
         if len(runs) > 1:
             listed = ", ".join(str(r) for r in runs[:6]) + (f" ... ({len(runs)} in all)" if len(runs) > 6 else "")
@@ -156,7 +193,8 @@ def _model_file(path: PathLike) -> Path:
                                     f"{MODEL_FILE}, as the checkpoint")
         if found:
             return sorted(found)[-1]
-        raise FileNotFoundError(f"no {MODEL_FILE} in {path}")
+        raise FileNotFoundError(f"no {MODEL_FILE} in {path} (looked in it, its checkpoints/ and best_val/, and its "
+                                f"direct subfolders); give a run folder or a {MODEL_FILE} file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     return path
@@ -186,7 +224,7 @@ def read_metadata(path: PathLike) -> Dict[str, str]:
 
 # Options added after checkpoints were first written: an older checkpoint's config lacks them and
 # was built with these values (rdfer 0.1 used the time-averaged locator).
-LEGACY_MODEL_CONFIG: Dict[str, Any] = {"locator": "mean"}
+LEGACY_MODEL_CONFIG: Dict[str, Any] = {"locator": "mean", "frame_head": False}
 
 
 def read_model_config(path: PathLike) -> Dict[str, Any]:
@@ -199,7 +237,25 @@ def read_model_config(path: PathLike) -> Dict[str, Any]:
             f"{file} has no rdfer model config in its metadata: it was not written by rdfer. "
             f"Load its state dict yourself into a model built with rdfer.wrap_with_rdfer."
         )
-    return {**LEGACY_MODEL_CONFIG, **json.loads(metadata["rdfer_config"])}
+    try:
+        config = json.loads(metadata["rdfer_config"])
+    except ValueError as err:
+        raise CheckpointError(f"{file}: its stored model config (rdfer_config) is not valid JSON ({err})") from None
+    missing = [k for k in ("backbone", "num_classes") if k not in config] if isinstance(config, dict) else ["all"]
+    if missing:
+        raise CheckpointError(f"{file}: its stored model config (rdfer_config) lacks {', '.join(missing)}; it cannot "
+                              f"rebuild the model")
+    return {**LEGACY_MODEL_CONFIG, **config}
+
+
+def _from_config(file: Path, builder, *args: Any, **kwargs: Any) -> nn.Module:
+    """``builder(*args, **kwargs)`` for a stored model config; an option it does not know (a
+    checkpoint of a newer rdfer, an edited file) is a CheckpointError naming the file."""
+    try:
+        return builder(*args, **kwargs)
+    except TypeError as err:
+        raise CheckpointError(f"{file}: its stored model config cannot build a model ({err}); it may come from "
+                              f"another rdfer version") from None
 
 
 def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu", backbone: Optional[nn.Module] = None) -> nn.Module:
@@ -211,26 +267,41 @@ def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu", b
         backbone: the backbone module, needed only when the model wrapped a custom module
             (not a registry name), which a checkpoint cannot rebuild by itself.
     """
+    from ..model.frame_baseline import ARCHITECTURE as FRAME_BASELINE
+    from ..model.frame_baseline import wrap_frame_baseline
     from ..model.rdfer import wrap_with_rdfer
 
     file = _model_file(path)
     config = dict(read_model_config(file))
     config.pop("preset", None)
+    # The weights come from the file: the model is built with pretrained weights off, whatever a
+    # (crafted) config says, so loading a checkpoint never downloads anything.
+    config.pop("pretrained", None)
+    for key in ("backbone_kwargs", "detector_kwargs"):
+        if isinstance(config.get(key), dict):
+            config[key] = {k: v for k, v in config[key].items() if k != "pretrained"}
     name = config.pop("backbone")
     if name is None and backbone is None:
         raise CheckpointError(f"{file} wraps a custom backbone module; pass backbone=<your module> to load_model")
     num_classes = config.pop("num_classes")
     backbone_kwargs = config.pop("backbone_kwargs", {})
-    detector_kwargs = config.pop("detector_kwargs", {})
-    if config.get("detector") is None:
-        config.pop("detector", None)
-    model = wrap_with_rdfer(
-        backbone if name is None else name,
-        num_classes=num_classes,
-        backbone_kwargs=backbone_kwargs,
-        detector_kwargs=detector_kwargs,
-        **config,
-    )
+    if config.pop("architecture", "rdfer") == FRAME_BASELINE:
+        for key in LEGACY_MODEL_CONFIG:  # RDFER-only options
+            config.pop(key, None)
+        model = _from_config(file, wrap_frame_baseline, backbone if name is None else name,
+                             num_classes=num_classes, backbone_kwargs=backbone_kwargs, **config)
+    else:
+        detector_kwargs = config.pop("detector_kwargs", {})
+        if config.get("detector") is None:
+            config.pop("detector", None)
+        model = _from_config(
+            file, wrap_with_rdfer,
+            backbone if name is None else name,
+            num_classes=num_classes,
+            backbone_kwargs=backbone_kwargs,
+            detector_kwargs=detector_kwargs,
+            **config,
+        )
     load_weights(model, file, map_location)
     # How the training data was loaded (T, frame size, class names), when the trainer wrote it.
     model.data_config = json.loads(read_metadata(file).get("rdfer_data", "{}"))
@@ -245,8 +316,8 @@ def load_weights(model: nn.Module, path: PathLike, map_location: Union[str, torc
     file = _model_file(path)
     stored = read_model_config(file)
     own = getattr(model, "config", {}) or {}
-    keys = ("backbone", "num_classes", "n_clips", "clip_len", "d_model", "resample", "summary", "sequence_model", "fusion",
-            "locator")
+    keys = ("architecture", "backbone", "num_classes", "n_clips", "clip_len", "d_model", "resample", "summary", "sequence_model", "fusion",
+            "locator", "frame_head")
     diffs = [f"{k}: checkpoint {stored.get(k)!r} vs model {own.get(k)!r}" for k in keys if k in own and stored.get(k) != own.get(k)]
     if diffs:
         raise CheckpointError(f"{file} belongs to another model: " + "; ".join(diffs))
@@ -264,6 +335,7 @@ def save_training_checkpoint(run_dir: PathLike, epoch: int, model: nn.Module, st
     """Write ``run_dir/checkpoints/epoch_NNNN/{model.safetensors,state.pt}`` atomically and keep
     the newest ``keep`` checkpoints. ``epoch`` counts completed epochs."""
     root = Path(run_dir) / "checkpoints"
+    refuse_symlink(root)  # old epoch_* folders are deleted here: never in a folder a link points to
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"epoch_{epoch:04d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".epoch_{epoch:04d}."))
@@ -317,8 +389,10 @@ def clean_stale_temporaries(run_dir: PathLike) -> int:
     run's lock: a live writer's temporaries look the same."""
     run_dir = Path(run_dir)
     removed = 0
-    stale = list((run_dir / "checkpoints").glob(".epoch_*")) + [
-        p for d in (run_dir, run_dir / "best_val", run_dir / "tensorboard") for p in d.glob(".*.tmp")]
+    # Never inside a folder that is a symbolic link: the temporaries there are not this run's.
+    where = [(run_dir, ".*.tmp"), (run_dir / "checkpoints", ".epoch_*"), (run_dir / "best_val", ".*.tmp"),
+             (run_dir / "tensorboard", ".*.tmp")]
+    stale = [p for d, pattern in where if d == run_dir or not d.is_symlink() for p in d.glob(pattern)]
     for p in stale:
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)

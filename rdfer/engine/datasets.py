@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import Dataset, Subset
 
 from .config import TrainConfig
 
-__all__ = ["build_datasets", "split_validation", "dataset_labels", "DATASETS"]
+__all__ = ["build_datasets", "split_validation", "dataset_labels", "DATASETS", "trained_data_config",
+           "setting_from_checkpoint", "check_data_against_checkpoint"]
 
 DATASETS = ("synthetic", "dfew", "ferv39k", "csv", "packed")
 
@@ -40,6 +43,7 @@ def build_datasets(cfg: TrainConfig) -> Tuple[Dataset, Dataset, List[str]]:
         make = data.SyntheticDFER
         # Rendering is cheap but not free: cache each video after its first epoch (~50 KB at 32 px).
         common["class_distribution"] = cfg.synthetic_distribution
+        common["static"] = cfg.synthetic_static
         train = make(cfg.synthetic_train, noise_rate=cfg.noise_rate, noise=cfg.noise, seed=cfg.seed, cache=True,
                      **common)
         # A disjoint seed for the test videos; test labels are always clean. The test set has the
@@ -63,12 +67,99 @@ def build_datasets(cfg: TrainConfig) -> Tuple[Dataset, Dataset, List[str]]:
         test_dir = _existing(_need(cfg.test_source, "--test PACK_DIR", kind), "test pack")
         train = data.PackedDataset(train_dir, num_frames=cfg.num_frames, train=True)
         test = data.PackedDataset(test_dir, num_frames=cfg.num_frames, train=False)
+        # Each pack stores its own class list and frame size: a test pack of another order or size
+        # would be scored against the wrong names, or seen at a size the model never saw.
+        for what in ("classes", "image_size"):
+            if getattr(train, what) != getattr(test, what):
+                raise ValueError(f"the packs disagree on {what}: {train_dir} has {getattr(train, what)}, "
+                                 f"{test_dir} has {getattr(test, what)}; pack both splits with the same classes "
+                                 f"and --image-size")
     else:
         raise ValueError(f"unknown dataset {kind!r}; choose from {DATASETS}")
     if len(train) == 0 or len(test) == 0:
         raise ValueError(f"dataset {kind!r}: empty split (train {len(train)}, test {len(test)} videos)")
     classes = list(getattr(train, "classes", data.EMOTIONS))
+    for split, ds in (("train", train), ("test", test)):
+        labels = dataset_labels(ds)
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(classes)):
+            raise ValueError(f"dataset {kind!r}: the {split} split has a label outside 0..{len(classes) - 1} "
+                             f"(its classes are {classes}); it was written with another class list")
     return train, test, classes
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def trained_data_config(source: Union[str, "os.PathLike[str]", torch.nn.Module]) -> Dict[str, Any]:
+    """How a checkpoint's model saw its training data: ``num_frames``, ``image_size`` and the
+    ``classes`` in output order, as ``rdfer train`` stores them (``rdfer_data`` metadata).
+
+    ``source`` is a checkpoint (file or run folder) or a model from :func:`~rdfer.load_model`
+    (its ``data_config``). A checkpoint not written by ``rdfer train`` may lack some keys or all
+    (``{}``). Raises :class:`~rdfer.engine.checkpoint.CheckpointError` when the stored values are
+    malformed (not positive integers, a class list with a name twice or a count other than the
+    model's outputs).
+    """
+    from ..data.video_csv import check_class_names
+    from .checkpoint import CheckpointError, read_metadata, read_model_config
+
+    if isinstance(source, torch.nn.Module):
+        where, config = type(source).__name__, dict(getattr(source, "data_config", None) or {})
+        num_classes = getattr(source, "num_classes", None)
+    else:
+        where = str(source)
+        try:
+            config = json.loads(read_metadata(source).get("rdfer_data", "{}"))
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"{where}: the stored data settings (rdfer_data) are not JSON: {err}") from None
+        num_classes = read_model_config(source).get("num_classes")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{where}: the stored data settings (rdfer_data) are not a mapping")
+    for key in ("num_frames", "image_size"):
+        if key in config and not _positive_int(config[key]):
+            raise CheckpointError(f"{where}: the stored {key} {config[key]!r} is not a positive integer")
+    if "classes" in config:
+        if not isinstance(config["classes"], list):
+            raise CheckpointError(f"{where}: the stored classes are not a list")
+        try:
+            config["classes"] = check_class_names(config["classes"], "the stored classes")
+        except ValueError as err:
+            raise CheckpointError(f"{where}: {err}") from None
+        if num_classes is not None and len(config["classes"]) != num_classes:
+            raise CheckpointError(f"{where}: the model predicts {num_classes} classes but {len(config['classes'])} "
+                                  f"class names are stored")
+    return config
+
+
+def setting_from_checkpoint(flag: str, given: Any, trained: Any) -> Any:
+    """The value to use for a setting training fixed: ``trained`` (from the checkpoint) unless it is
+    unknown (None), ``given`` (a flag or argument) otherwise; both known and different is a
+    ValueError naming both, e.g. ``--num-frames 64 contradicts the checkpoint (trained with 16)``."""
+    if given is not None and trained is not None and given != trained:
+        raise ValueError(f"{flag} {given} contradicts the checkpoint (trained with {trained})")
+    return trained if given is None else given
+
+
+def check_data_against_checkpoint(trained: Dict[str, Any], dataset: Dataset, classes: Sequence[str],
+                                  what: str) -> Optional[str]:
+    """Refuse data that would be scored wrongly by a model trained as ``trained`` records
+    (:func:`trained_data_config`): other class names or order, other frame count or size (a pack
+    stores its own size). Returns a warning to show when the checkpoint records no class list
+    (the classes are then the data's own, in the order training would have inferred them)."""
+    base = getattr(dataset, "dataset", dataset)  # a validation carve-out wraps it in a Subset
+    for key in ("num_frames", "image_size"):
+        have = getattr(base, key, None)
+        if trained.get(key) is not None and have is not None and have != trained[key]:
+            raise ValueError(f"{what} has {key} {have} but the checkpoint was trained with {trained[key]}"
+                             + ("; pack it again at that size" if key == "image_size" else ""))
+    if "classes" not in trained:
+        return (f"the checkpoint records no class list (it was not written by rdfer train); the classes are the "
+                f"data's own: {list(classes)}")
+    if list(classes) != list(trained["classes"]):
+        raise ValueError(f"{what} has the classes {list(classes)} but the checkpoint was trained on "
+                         f"{list(trained['classes'])} (names and order must match)")
+    return None
 
 
 def dataset_labels(dataset: Dataset) -> torch.Tensor:

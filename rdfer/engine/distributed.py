@@ -9,7 +9,8 @@ from typing import Any, List
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "is_main", "all_gather_objects", "all_agree", "barrier", "cleanup"]
+__all__ = ["DistInfo", "DeviceError", "check_device", "init_distributed", "is_main", "all_gather_objects", "all_agree",
+           "barrier", "cleanup"]
 
 
 @dataclass
@@ -24,12 +25,41 @@ class DistInfo:
         return self.world_size > 1
 
 
+class DeviceError(ValueError):
+    """A ``--device`` that names no device, or one this machine does not have."""
+
+
+def check_device(requested: str) -> None:
+    """Raise :class:`DeviceError` unless ``requested`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``,
+    ``mps``) is a device this machine has; nothing is allocated on it."""
+    import re
+
+    choose = "choose auto, cpu, cuda or cuda:N"
+    if requested in ("auto", "cpu"):
+        return
+    match = re.fullmatch(r"cuda(?::(\d+))?", str(requested))
+    if match:
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {requested}: CUDA is not available on this machine (torch "
+                              f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use --device cpu")
+        count = torch.cuda.device_count()
+        if match.group(1) is not None and int(match.group(1)) >= count:
+            raise DeviceError(f"--device {requested}: this machine has {count} CUDA device(s), "
+                              f"cuda:0 to cuda:{count - 1}")
+        return
+    if requested == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise DeviceError(f"--device mps: Apple's MPS is not available on this machine; {choose}")
+        return
+    raise DeviceError(f"--device {requested!r} is not a device rdfer can use; {choose}")
+
+
 def _pick_device(requested: str, local_rank: int) -> torch.device:
+    check_device(requested)
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for but CUDA is not available")
         if requested == "cuda":
             requested = f"cuda:{local_rank}"
         torch.cuda.set_device(torch.device(requested))

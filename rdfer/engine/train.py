@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -18,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
 
 from ..losses import HARD, NOISY, AgreementLoss
@@ -50,8 +52,18 @@ def build_model(cfg: TrainConfig, num_classes: int) -> RDFER:
     """A preset (``cfg.model``), a registry backbone wrapped with the paper's defaults
     (``cfg.backbone``), or ``rdfer_small`` when neither is given."""
     opts = dict(cfg.model_options)
+    if cfg.model == "frame_baseline":  # the baseline takes any backbone: --model frame_baseline --backbone X
+        opts.pop("frame_head", None)  # rdfer's head (the small recipe's); the baseline is nothing but that
+        if cfg.backbone:
+            opts["backbone"] = cfg.backbone
+            if cfg.backbone.startswith("timm/"):
+                opts["backbone_kwargs"] = {"image_size": cfg.image_size, **(opts.get("backbone_kwargs") or {})}
+        if cfg.pretrained:
+            opts["pretrained"] = cfg.pretrained
+        return create_model("frame_baseline", num_classes=num_classes, **opts)
     if cfg.model and cfg.backbone:
-        raise ValueError("give either a preset (--model) or a backbone (--backbone), not both")
+        raise ValueError("give either a preset (--model) or a backbone (--backbone), not both "
+                         "(--backbone combines with --model frame_baseline only)")
     if cfg.backbone:
         if cfg.backbone.startswith("timm/"):  # build timm transformers for the frame size trained at
             opts["backbone_kwargs"] = {"image_size": cfg.image_size, **(opts.get("backbone_kwargs") or {})}
@@ -164,6 +176,12 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     lock = _claim_run_folder(cfg)
     try:
         return _train(cfg, dist_info)
+    except BaseException:
+        if lock is not None:  # failed before its first checkpoint: leave the folder as it was
+            from .rundir import undo_failed_start
+
+            undo_failed_start(lock.start)
+        raise
     finally:
         if lock is not None:
             lock.release()
@@ -172,18 +190,34 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
 
 
 def _check_options(cfg: TrainConfig) -> None:
-    """Option errors that need no data or model, before anything is written."""
-    if cfg.epochs < 1:
-        raise ValueError(f"--epochs must be >= 1, got {cfg.epochs}")
-    if cfg.stop_after is not None and cfg.stop_after < 1:
-        raise ValueError(f"--stop-after must be >= 1, got {cfg.stop_after}")
-    if cfg.workers < 0:
-        raise ValueError(f"--workers must be >= 0, got {cfg.workers}")
+    """Option errors that need no data or model, before anything is written: every option in its
+    range (:meth:`TrainConfig.validate_for_training`: a config changed after it was built is
+    checked again here), the model and backbone names, an --out that can be written."""
+    cfg.validate_for_training()
     try:
         str(cfg.out).encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError(f"--out {cfg.out!r} is not valid UTF-8 (TensorBoard and the YAML config cannot "
                          f"store it); choose a folder name in UTF-8") from None
+    _check_writable(Path(cfg.out))
+
+
+def _check_writable(out: Path) -> None:
+    """--out, or the folder it would be created in, must be writable by this process."""
+    import errno
+    import os
+
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or os.access(existing, os.W_OK | os.X_OK):
+        return  # not a folder: creating --out gives its own clear error
+    try:
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    why = "is on a read-only file system" if read_only else "is not writable by this user (permission denied)"
+    code = errno.EROFS if read_only else errno.EACCES
+    where = "" if existing == out else f" ({existing}, where it would be created, {why})"
+    raise OSError(code, f"--out {out} cannot be written{where or ': it ' + why}; choose another --out")
 
 
 def _claim_run_folder(cfg: TrainConfig):
@@ -196,7 +230,7 @@ def _claim_run_folder(cfg: TrainConfig):
         lock = RunLock(cfg.out)
         try:
             lock.acquire()
-            prepare_run_folder(cfg)
+            lock.start = prepare_run_folder(cfg)
         except BaseException as exc:
             lock.release()
             lock, error = None, exc
@@ -209,8 +243,6 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
     world = dist_info.world_size
     if cfg.batch_size % world:
         raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
-    if cfg.accum_steps < 1:
-        raise ValueError("--accum-steps must be >= 1")
     if cfg.balanced_sampler and world > 1:
         raise ValueError("--balanced-sampler is single-process only; use --class-weighted under torchrun")
     if cfg.deterministic:
@@ -221,17 +253,28 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
     # Data first: a wrong root or a broken CSV fails here, before any model is built.
     train_full, test_set, class_names = build_datasets(cfg)
     num_classes = len(class_names)
+    identity = training_data_identity(cfg, train_full, class_names)
+    ckpt = latest_checkpoint(run_dir) if cfg.resume else None
+    state = load_training_state(ckpt) if ckpt is not None else None
+    if state is not None:  # a resumed run must see the data it started with
+        _check_same_training_data(run_dir, ckpt, state, identity)
     train_set, val_set = (split_validation(train_full, cfg.val_fraction, cfg.seed) if cfg.val_fraction > 0
                           else (train_full, None))
 
     seed_everything(cfg.seed)
-    model = build_model(cfg, num_classes).to(device)
+    try:
+        model = build_model(cfg, num_classes).to(device)
+    except TypeError as err:  # an option the model does not take: the user's --model-option
+        if "unknown options" not in str(err) and "unexpected keyword" not in str(err):
+            raise
+        raise ValueError(f"--model-option: {err}") from None
     criterion = AgreementLoss(
         num_samples=len(train_full), t_hard=cfg.t_hard, t_noisy=cfg.t_noisy, lambda_hard=cfg.lambda_hard,
         lambda_noisy=cfg.lambda_noisy, label_smoothing=cfg.label_smoothing, aux_weight=cfg.aux_weight,
         scope=cfg.loss_scope, strategy=cfg.strategy, start_epoch=cfg.effective_start_epoch(),
         noisy_requires_mismatch=cfg.noisy_requires_mismatch, agree_min=cfg.agree_min,
         memory_momentum=cfg.memory_momentum, gce_q=cfg.gce_q, noisy_max=cfg.noisy_max,
+        noisy_class_guard=cfg.noisy_class_guard,
         logit_adjustment=cfg.logit_adjustment,
         class_prior=_class_prior(train_set, num_classes) if cfg.logit_adjustment else None,
         class_weight=_class_weights(train_set, num_classes) if cfg.class_weighted else None,
@@ -256,10 +299,8 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
     start_epoch, num_updates, history_rows = 0, 0, []
     best_val: Optional[float] = None
     if cfg.resume:
-        ckpt = latest_checkpoint(run_dir)
         if ckpt is not None:
             load_weights(model, ckpt / "model.safetensors", map_location=device)
-            state = load_training_state(ckpt)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             criterion.load_state_dict(state["criterion"])
@@ -273,9 +314,12 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
     if is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
+        atomic_write_text(run_dir / TRAIN_DATA_FILE, json.dumps(identity) + "\n")
     history = _History(run_dir, history_rows)
     # Stored in every saved model, so inference loads videos the way training did.
-    meta = {"rdfer_data": json.dumps({"num_frames": cfg.num_frames, "image_size": cfg.image_size,
+    # The frame size is the data's (a pack stores its own, whatever --image-size says).
+    meta = {"rdfer_data": json.dumps({"num_frames": cfg.num_frames,
+                                      "image_size": int(getattr(train_full, "image_size", cfg.image_size)),
                                       "classes": class_names, "dataset": cfg.dataset})}
 
     net: nn.Module = model
@@ -286,6 +330,7 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
                                       find_unused_parameters=cfg.aux_weight == 0)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (cfg.amp and device.type == "cuda") else nullcontext
     bad_paths: set = set()
+    guard = _DivergenceGuard(cfg)
 
     last_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start_epoch + cfg.stop_after)
     for epoch in range(start_epoch, last_epoch):
@@ -296,8 +341,9 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
         train_loader.generator.manual_seed(cfg.seed + epoch)
         flags_in_effect = criterion.flags.clone() if (criterion.active and criterion.scope == "epoch") else None
         stats = _train_one_epoch(net, model, criterion, optimizer, scheduler, train_loader, train_tf, device,
-                                 cfg, epoch, num_updates, autocast, bad_paths, num_classes,
+                                 cfg, epoch, num_updates, autocast, bad_paths, num_classes, guard,
                                  estimate_epochs=last_epoch - epoch if epoch == start_epoch else 0)
+        guard.check_epoch_end(model, epoch)  # the weights this epoch leaves are checked before they are saved
         num_updates = stats.pop("num_updates")
         batch_flags = (stats.pop("batch_hard"), stats.pop("batch_noisy"))
         criterion.step_epoch()
@@ -313,16 +359,18 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
             row["val_war"], row["val_uar"] = val["war"], val["uar"]
             if is_main() and (best_val is None or val["war"] > best_val):
                 best_val = val["war"]
+                guard.require_finite_weights(model, epoch, collective=False)
                 save_model(model, run_dir / "best_val" / "model.safetensors", {**meta, "epoch": str(epoch + 1)})
         if cfg.eval_test_every and (epoch + 1) % cfg.eval_test_every == 0:
             mon = evaluate(model, test_loader, device, num_classes, class_names, eval_tf)
             row["test_monitor_war"], row["test_monitor_uar"] = mon["war"], mon["uar"]
         history.add(row)
         if is_main():
+            guard.require_finite_weights(model, epoch, collective=False)
             save_training_checkpoint(run_dir, epoch + 1, model, {
                 "epoch": epoch + 1, "num_updates": num_updates, "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "criterion": criterion.state_dict(),
-                "history": history.rows, "best_val": best_val,
+                "history": history.rows, "best_val": best_val, "train_data_sha256": identity["sha256"],
             }, keep=cfg.keep_checkpoints, metadata=meta)
             if cfg.verbose:  # quiet by default: the same line is in train.log
                 print(epoch_line(row), flush=True)
@@ -336,6 +384,78 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
                       num_classes, class_names, history.rows, bad_paths, run_dir, best_val, meta)
     barrier()
     return results
+
+
+#: In the run folder: the training set's class list and (path, label) of every video, in index
+#: order, with their sha256; a --resume on other data is refused naming the differences.
+TRAIN_DATA_FILE = "train_data.json"
+
+
+def training_data_identity(cfg: TrainConfig, dataset, classes: Sequence[str]) -> Dict[str, Any]:
+    """What a run trains on: the classes and every training video's ``[path, label]`` in index
+    order (the loss memory is kept by index, so the order counts too), their ``sha256``, and for
+    the synthetic set the generator's parameters."""
+    samples = [[str(path), int(label)] for path, label in getattr(dataset, "samples", None) or
+               ((f"#{i}", y) for i, y in enumerate(dataset_labels(dataset).tolist()))]
+    identity: Dict[str, Any] = {"dataset": cfg.dataset, "classes": list(classes), "num_videos": len(samples)}
+    if cfg.dataset == "synthetic":
+        identity["generator"] = {k: getattr(cfg, k) for k in ("synthetic_train", "noise_rate", "noise",
+                                                              "synthetic_distribution", "synthetic_static", "seed",
+                                                              "num_frames", "image_size") if hasattr(cfg, k)}
+    text = json.dumps({**identity, "samples": samples}, sort_keys=True)
+    return {**identity, "sha256": hashlib.sha256(text.encode()).hexdigest(), "samples": samples}
+
+
+def _data_changes(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
+    """What differs between two :func:`training_data_identity` records, in words (5 paths at most each)."""
+    changes: List[str] = []
+    if old.get("classes") != new["classes"]:
+        changes.append(f"classes: {old.get('classes')} in the run, {new['classes']} now")
+    if old.get("generator") != new.get("generator"):
+        changes.append(f"generator: {old.get('generator')} in the run, {new.get('generator')} now")
+    before = {p: y for p, y in old.get("samples", [])}
+    after = {p: y for p, y in new["samples"]}
+
+    def name(classes: Sequence[str], y: int) -> str:
+        return str(classes[y]) if 0 <= y < len(classes) else str(y)
+
+    relabelled = [p for p in after if p in before and before[p] != after[p]]
+    if relabelled:
+        shown = ", ".join(f"{p}: {name(old.get('classes') or [], before[p])} -> {name(new['classes'], after[p])}"
+                          for p in relabelled[:5])
+        changes.append(f"labels of {len(relabelled)} video(s) changed ({shown}{' ...' if len(relabelled) > 5 else ''})")
+    added = [p for p in after if p not in before]
+    removed = [p for p in before if p not in after]
+    if added:
+        changes.append(f"{len(added)} video(s) added ({_describe(added, 5)})")
+    if removed:
+        changes.append(f"{len(removed)} video(s) removed ({_describe(removed, 5)})")
+    if not changes and [p for p, _ in old.get("samples", [])] != [p for p, _ in new["samples"]]:
+        changes.append("the order of the videos changed (the per-video loss memory is kept by position)")
+    return changes or ["the list of videos differs (e.g. a row listed twice)"]
+
+
+def _check_same_training_data(run_dir: Path, ckpt: Path, state: Dict[str, Any], identity: Dict[str, Any]) -> None:
+    """Refuse a --resume whose training data differs from the data the checkpoint was trained on."""
+    from .rundir import RunFolderError
+
+    stored: Optional[Dict[str, Any]] = None
+    try:
+        stored = json.loads((run_dir / TRAIN_DATA_FILE).read_text())
+    except (OSError, ValueError):
+        stored = None  # a run from before rdfer stored it
+    sha = state.get("train_data_sha256") or (stored or {}).get("sha256")
+    advice = (". Its per-video loss memory and learning-rate schedule belong to the data it started with: restore "
+              "that data, or start a new run on this data (another --out, or --overwrite)")
+    if sha is not None and sha != identity["sha256"]:
+        changes = (_data_changes(stored, identity) if stored and stored.get("sha256") == sha else
+                   [f"fingerprint {sha[:12]} in the run, {identity['sha256'][:12]} now"])
+        raise RunFolderError(f"--resume: the training data of the run in {run_dir} has changed since it started: "
+                             + "; ".join(changes) + advice)
+    memory = (state.get("criterion") or {}).get("mem_loss")
+    if memory is not None and memory.numel() != identity["num_videos"]:  # runs without a fingerprint
+        raise RunFolderError(f"--resume: {ckpt} was trained on {memory.numel()} videos but the training set now has "
+                             f"{identity['num_videos']}" + advice)
 
 
 def epoch_line(row: Dict[str, Any]) -> str:
@@ -360,10 +480,95 @@ def time_estimate(epochs: int, steps_per_epoch: int, seconds_per_step: float) ->
     return text
 
 
+def _first_non_finite(module: nn.Module, grads: bool = False) -> Optional[str]:
+    """The name of the first parameter or floating buffer (its gradient with ``grads``) holding a
+    nan or inf, or None; one device synchronisation when everything is finite."""
+    named = ([(n, p.grad) for n, p in module.named_parameters() if p.grad is not None] if grads else
+             [(n, p) for n, p in module.named_parameters()] +
+             [(n, b) for n, b in module.named_buffers() if b.is_floating_point()])
+    if not named:
+        return None
+    finite = torch.stack([torch.isfinite(t.detach()).all() for _, t in named])
+    if bool(finite.all()):
+        return None
+    return named[int((~finite).nonzero()[0, 0])][0]
+
+
+class _DivergenceGuard:
+    """Stops a run whose loss, gradients or weights stop being finite, before such weights are
+    saved or reported (docs/reliability.md). Counts non-finite steps in a row across epochs
+    (``cfg.max_bad_steps`` are skipped, then the run stops) and keeps the last batch that gave one,
+    to probe the weights at the end of an epoch."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.consecutive = 0
+        self.last_bad: Optional[tuple] = None  # (video, target, paths) of the latest non-finite step
+
+    def kept(self, epoch: int) -> str:
+        """What is left of the run, truthfully."""
+        last = latest_checkpoint(self.cfg.out)
+        advice = ("a --resume with the same options repeats these steps: start a new run (another --out, or "
+                  "--overwrite) with a lower --lr or a --grad-clip")
+        if last is None:
+            return f"no checkpoint was written yet (it stopped in epoch {epoch + 1}); {advice}"
+        return f"nothing of epoch {epoch + 1} was saved; the last checkpoint, {last}, is intact; {advice}"
+
+    def bad_step(self, what: str, value: str, epoch: int, step: int, paths: Sequence[str], video, target) -> None:
+        """A skipped step: warn, or stop after ``max_bad_steps`` in a row."""
+        self.consecutive += 1
+        self.last_bad = (video.detach(), target.detach(), list(paths))
+        msg = (f"non-finite {what} ({value} here; in at least one process) at epoch {epoch + 1}, step {step + 1}; the "
+               f"step was skipped. Samples in the batch: {_describe(paths)}")
+        if self.consecutive >= self.cfg.max_bad_steps:
+            raise FloatingPointError(msg + f". {self.consecutive} bad steps in a row: stopping; {self.kept(epoch)}.")
+        warnings.warn(msg)
+
+    def good_step(self) -> None:
+        self.consecutive, self.last_bad = 0, None
+
+    def require_finite_weights(self, model: nn.Module, epoch: int, step: Optional[int] = None, lr: float = 0.0,
+                               collective: bool = True) -> None:
+        """Stop (FloatingPointError) when a weight or buffer holds a nan or inf: it is never saved.
+        ``collective``: every process calls it and all stop together (under torchrun); False in
+        code that only the main process runs (a collective call there would wait forever)."""
+        name = _first_non_finite(model)
+        if (all_agree(name is None) if collective else name is None):
+            return
+        where = (f"after the optimizer step at epoch {epoch + 1}, step {step + 1} (learning rate {lr:.3g})"
+                 if step is not None else f"at the end of epoch {epoch + 1}")
+        raise FloatingPointError(f"training diverged: the weights became non-finite ({name or 'in another process'} "
+                                 f"holds nan or inf) {where}; the run stopped and these weights were not saved; "
+                                 f"{self.kept(epoch)}")
+
+    @torch.no_grad()
+    def check_epoch_end(self, model: nn.Module, epoch: int) -> None:
+        """An epoch that ended on skipped steps: do the weights it leaves still give a non-finite
+        loss on the last such batch? Then they diverged (a large but finite learning rate): stop."""
+        self.require_finite_weights(model, epoch)
+        diverged = False
+        if self.last_bad is not None:
+            video, target, _ = self.last_bad
+            was_training = model.training
+            model.eval()  # no batch statistics, no running-stat updates: the weights alone
+            try:
+                logits = model(video).logits.float()
+                diverged = not bool(torch.isfinite(F.cross_entropy(logits, target.long())))
+            finally:
+                model.train(was_training)
+        if not all_agree(not diverged):
+            paths = self.last_bad[2] if self.last_bad is not None else []
+            raise FloatingPointError(
+                f"training diverged: epoch {epoch + 1} ended on {self.consecutive} non-finite loss(es) in a row and the "
+                f"weights still give a non-finite loss on those videos ({_describe(paths)}); they were not saved; "
+                f"{self.kept(epoch)}")
+
+
 def _train_one_epoch(net, model, criterion, optimizer, scheduler, loader, transform, device, cfg, epoch,
-                     num_updates, autocast, bad_paths, num_classes, estimate_epochs: int = 0) -> Dict[str, Any]:
+                     num_updates, autocast, bad_paths, num_classes, guard: _DivergenceGuard,
+                     estimate_epochs: int = 0) -> Dict[str, Any]:
     net.train()
-    total_loss, seen, excluded, bad_steps, consecutive_bad = 0.0, 0, 0, 0, 0
+    total_loss, seen, excluded, bad_steps = 0.0, 0, 0, 0
     preds: List[torch.Tensor] = []
     labels: List[torch.Tensor] = []
     batch_hard = batch_noisy = 0
@@ -401,29 +606,27 @@ def _train_one_epoch(net, model, criterion, optimizer, scheduler, loader, transf
         if not all_agree(bool(torch.isfinite(loss))):
             # Never step on a non-finite loss: the weights stay as they were.
             bad_steps += 1
-            consecutive_bad += 1
             optimizer.zero_grad(set_to_none=True)
-            msg = (f"non-finite loss ({loss.item()} here; in at least one process) at epoch {epoch + 1}, "
-                   f"step {step + 1}; the step was skipped. "
-                   f"Samples in the batch: {_describe(paths)}")
-            if consecutive_bad >= cfg.max_bad_steps:
-                last = latest_checkpoint(cfg.out)
-                kept = (f"the last checkpoint, {last}, is intact (--resume continues from it; try a lower --lr "
-                        f"or --grad-clip)" if last is not None else
-                        f"no checkpoint was written yet (it stopped in epoch {epoch + 1}); try a lower --lr or "
-                        f"--grad-clip")
-                raise FloatingPointError(msg + f". {consecutive_bad} bad steps in a row: stopping; {kept}.")
-            warnings.warn(msg)
+            guard.bad_step("loss", str(loss.item()), epoch, step, paths, video, target)
             continue
-        consecutive_bad = 0
         (loss / cfg.accum_steps).backward()
         if last_of_group:
+            bad_grad = _first_non_finite(model, grads=True)
+            if not all_agree(bad_grad is None):  # a finite loss can still overflow in the backward pass
+                bad_steps += 1
+                optimizer.zero_grad(set_to_none=True)
+                guard.bad_step("gradient", f"in {bad_grad}" if bad_grad else "elsewhere", epoch, step, paths, video,
+                               target)
+                continue
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            # A finite gradient times a huge or infinite --lr: stop at once, before anything saves them.
+            guard.require_finite_weights(model, epoch, step, optimizer.param_groups[0]["lr"])
             num_updates += 1
             scheduler.step_update(num_updates)
+        guard.good_step()
         n = int(target.numel())
         seen += n
         total_loss += float(loss.detach()) * n
@@ -467,6 +670,14 @@ def _finish(cfg, model, criterion, train_full, test_loader, val_loader, eval_tf,
             class_names, rows, bad_paths, run_dir: Path, best_val, meta) -> Dict[str, Any]:
     """Final artefacts: last-epoch model, its test metrics, flags of the training set."""
     preds = run_inference(model, test_loader, device, eval_tf, progress=cfg.progress and is_main(), desc="test")
+    logits = preds.logits if preds.logits is not None else torch.zeros(0, num_classes)
+    non_finite = int((~torch.isfinite(logits).all(dim=1)).sum())
+    if non_finite or _first_non_finite(model) is not None:
+        # An arg-max over nan is a class all the same: never report such a model as trained.
+        raise FloatingPointError(
+            f"training diverged: the trained model gives non-finite outputs for {non_finite} of {len(logits)} test "
+            f"videos; model.safetensors and results.json were not written (the last checkpoint holds the same "
+            f"weights). Start a new run (another --out, or --overwrite) with a lower --lr or a --grad-clip")
     test = classification_metrics(preds.preds, preds.labels, num_classes, class_names)
     test["excluded_invalid"] = len(preds.invalid_paths)
     results: Dict[str, Any] = {

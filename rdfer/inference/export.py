@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from contextlib import contextmanager
@@ -51,27 +52,37 @@ def export_model(
     ONNX uses the TorchScript-based exporter (opset 17); it needs the ``onnx`` package
     (``pip install 'rdfer[export]'``). The tracer warnings listed in
     :data:`HARMLESS_EXPORT_WARNINGS` are silenced; any other warning is shown.
+
+    The file is written atomically (a temporary beside it, renamed into place): a failed export
+    leaves no temporary and the previous file intact; a full disk raises
+    :class:`~rdfer.engine.checkpoint.DiskFullError` naming the file.
     """
+    from ..engine.checkpoint import atomic_path
+
+    if fmt not in ("onnx", "torchscript"):
+        raise ValueError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
     if fmt == "onnx":
         from ..extras import require_extra
 
         require_extra("export", "ONNX export", ("onnx",))  # torch's own message does not name the package
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     example = torch.zeros(1, channels, num_frames, image_size, image_size, device=next(model.parameters()).device)
-    tmp = path.with_name(f".{path.name}.tmp")
+    # Exported into memory, then written by Python: a failed write is then an OSError (ENOSPC on
+    # a full disk), not a C++ exception with its trace, and atomic_path turns it into one line.
+    buffer = io.BytesIO()
     with torch.no_grad(), _without_harmless_warnings():
         if fmt == "onnx":
             torch.onnx.export(
-                model, (example,), str(tmp), dynamo=False, opset_version=17, input_names=["video"],
+                model, (example,), buffer, dynamo=False, opset_version=17, input_names=["video"],
                 output_names=list(RDFEROutput._fields),
                 dynamic_axes={"video": {0: "batch"}, **{k: {0: "batch"} for k in RDFEROutput._fields}},
             )
-        elif fmt == "torchscript":
-            traced = torch.jit.trace(model, example, strict=False)
-            torch.jit.save(traced, str(tmp))
         else:
-            raise ValueError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
-    os.replace(tmp, path)
+            traced = torch.jit.trace(model, example, strict=False)
+            torch.jit.save(traced, buffer)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(buffer.getbuffer())
+        f.flush()
+        os.fsync(f.fileno())
     return path

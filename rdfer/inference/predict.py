@@ -75,13 +75,18 @@ def is_url(path: Union[str, Path]) -> bool:
 @contextmanager
 def _video_frames(path: Union[str, Path]) -> Iterator[Tuple[Iterator, float]]:
     """``with _video_frames(path) as (frames, fps)``: PyAV frames of the first video stream, and its
-    average frame rate (NaN when unknown). Any decoder error becomes :class:`UnreadableVideo`."""
-    import av
+    average frame rate (NaN when unknown). Any decoder error becomes :class:`UnreadableVideo`.
+
+    Local regular files only (:func:`rdfer.data.decode.open_local_video`): a URL, a FIFO or a
+    device is refused, and FFmpeg may use no protocol but ``file``, so nothing is fetched."""
+    from ..data.decode import UnreadableClip, open_local_video
 
     if is_url(path):  # FFmpeg would fetch it: rdfer stays offline on purpose
         raise UnreadableVideo(URL_REFUSED)
     try:
-        container = av.open(str(path))
+        container = open_local_video(path)
+    except UnreadableClip as err:
+        raise UnreadableVideo(f"{path}: {err}") from None
     except Exception as err:
         raise UnreadableVideo(f"{type(err).__name__}: {err}") from err
     with container:
@@ -210,7 +215,9 @@ def predict_video(
     Args:
         path: any video PyAV decodes (mp4, avi, mov, webm, mkv, ...).
         model: a trained RDFER model (e.g. ``rdfer.load_model(run_dir)``).
-        class_names / num_frames / image_size: default to what the model was trained with.
+        class_names / num_frames / image_size: what the model was trained with (its
+            ``data_config``); a value that contradicts it raises ValueError. For a model without
+            them: ``"0".."n-1"``, 16 frames, 112 px.
         detector: ``"haar"`` (OpenCV, offline), a callable ``RGB frame -> box or None``, or None
             when the video is already cropped to the face (``--no-detect``).
         detect_stride: run the detector on every n-th frame and interpolate the boxes in between;
@@ -223,10 +230,20 @@ def predict_video(
     from ..data.sampling import eval_indices
     from .faces import HaarFaceDetector, fill_and_smooth
 
-    data = getattr(model, "data_config", {}) or {}
-    class_names = list(class_names or data.get("classes") or [str(i) for i in range(model.num_classes)])
-    num_frames = num_frames or data.get("num_frames", 16)
-    image_size = image_size or data.get("image_size", 112)
+    from ..engine.datasets import setting_from_checkpoint, trained_data_config
+
+    # What training fixed wins; an argument that contradicts it is an error, not a silent re-scaling.
+    data = trained_data_config(model)
+    names = setting_from_checkpoint("class_names", None if class_names is None else list(class_names),
+                                    data.get("classes"))
+    class_names = [str(i) for i in range(model.num_classes)] if names is None else names
+    if len(class_names) != model.num_classes:
+        raise ValueError(f"{len(class_names)} class names for a model of {model.num_classes} classes")
+    num_frames = setting_from_checkpoint("num_frames", num_frames, data.get("num_frames"))
+    image_size = setting_from_checkpoint("image_size", image_size, data.get("image_size"))
+    num_frames, image_size = (16 if num_frames is None else num_frames), (112 if image_size is None else image_size)
+    if num_frames < 1 or image_size < 1:
+        raise ValueError(f"num_frames and image_size must be >= 1, got {num_frames} and {image_size}")
     path = str(path)
     stride = max(1, detect_stride)
     det = HaarFaceDetector() if detector == "haar" else detector

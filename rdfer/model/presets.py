@@ -4,6 +4,9 @@
   16 recognised frames (4 clips x 4) of 112 px from 64 loaded frames, d_model 512.
 * ``rdfer_small``: ``tiny_cnn`` everywhere, d_model 128: CPU demos and tests.
 * ``rdfer_<backbone>`` for the five backbones of the paper's Table VI.
+* ``frame_baseline``: no RDFER at all -- the backbone per frame (or clip) and a linear head,
+  logits averaged (:mod:`rdfer.model.frame_baseline`); by default ``rdfer_small``'s backbone, so
+  the two compare like for like.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from ..registry import register_model
+from .frame_baseline import FrameBaseline, wrap_frame_baseline
 from .rdfer import RDFER, wrap_with_rdfer
 
 __all__ = ["PRESETS"]
@@ -43,3 +47,19 @@ def _register(name: str, preset: Dict[str, Any]) -> None:
 
 for _name, _preset in PRESETS.items():
     _register(_name, _preset)
+
+
+#: The frame baseline's backbone when none is named: the one of ``rdfer_small``.
+FRAME_BASELINE_DEFAULT = dict(backbone="tiny_cnn", backbone_kwargs=dict(widths=(16, 32, 64, 128)))
+
+
+@register_model("frame_baseline")
+def frame_baseline(num_classes: int = 7, backbone: Any = None, **overrides: Any) -> FrameBaseline:
+    """The backbone alone with a linear head, logits averaged over the frames read (the paper's
+    "w/o RDFER"). ``backbone``: any registry name or module (default: ``rdfer_small``'s)."""
+    if backbone is None:
+        backbone = FRAME_BASELINE_DEFAULT["backbone"]
+        overrides.setdefault("backbone_kwargs", dict(FRAME_BASELINE_DEFAULT["backbone_kwargs"]))
+    model = wrap_frame_baseline(backbone, num_classes=num_classes, **overrides)
+    model.config["preset"] = "frame_baseline"
+    return model

@@ -68,6 +68,11 @@ DEFAULT_CONFIG: Dict[str, Any] = dict(
     summary=True,
     dual_stream=True,
     hierarchical=True,
+    # Issue 28: a linear head on the backbone's tokens, averaged, added to both heads' logits --
+    # the frame baseline inside the wrapper (True; "video": the video logits only). Not in the
+    # paper. It lets small clean sets fit (benchmarks/results/small_data.md) but memorises wrong
+    # labels (-6 to -11 validation WAR+UAR at 20-40% noise), so only the `small` recipe turns it on.
+    frame_head=False,
 )
 
 
@@ -99,6 +104,7 @@ class RDFER(nn.Module):
         summary: bool = True,
         dual_stream: bool = True,
         hierarchical: bool = True,
+        frame_head: Union[bool, str] = False,
     ) -> None:
         super().__init__()
         if sampling not in ("linear", "nearest"):
@@ -126,6 +132,11 @@ class RDFER(nn.Module):
         self.clip_head = nn.Linear(d_model, num_classes)
         has_summary = self.sampler is not None and self.sampler.summary_head is not None
         self.classifier = nn.Linear(self.temporal.out_dim + (summary_dim if has_summary else 0), num_classes)
+        if frame_head not in (True, False, "video"):
+            raise ValueError(f"frame_head must be True (added to the clip and video logits), 'video' (video "
+                             f"logits only) or False, got {frame_head!r}")
+        self.frame_head = nn.Linear(backbone.feature_dim, num_classes) if frame_head else None
+        self.frame_head_clips = frame_head is True
         self.config: Dict[str, Any] = {}  # filled by wrap_with_rdfer; saved with checkpoints
 
     @property
@@ -149,10 +160,18 @@ class RDFER(nn.Module):
         f, clip_tokens = self.temporal(self.proj(tokens))
         clip_logits = self.clip_head(clip_tokens)
         z = f if where.summary is None else torch.cat([f, where.summary], dim=-1)
+        logits = self.classifier(z)
+        if self.frame_head is not None:
+            # Per-token logits averaged within each clip and over the video: a residual path
+            # from the backbone to the prediction that no sequence model has to learn first.
+            frame = rearrange(self.frame_head(tokens), "b (n1 l) k -> b n1 l k", n1=self.n_clips).mean(2)
+            if self.frame_head_clips:
+                clip_logits = clip_logits + frame
+            logits = logits + frame.mean(1)
         glimpse_logits = where.glimpse_logits
         if glimpse_logits is None:
             glimpse_logits = clip_logits.new_zeros(b, 0, self.num_classes)
-        return RDFEROutput(self.classifier(z), clip_logits, where.mu, where.delta, f, where.positions, glimpse_logits)
+        return RDFEROutput(logits, clip_logits, where.mu, where.delta, f, where.positions, glimpse_logits)
 
     @torch.no_grad()
     def predict(self, video: torch.Tensor) -> RDFERPrediction:
@@ -199,7 +218,8 @@ def wrap_with_rdfer(
             ``delta_min_frac=0.25``, ``locator="peak"`` (``"saliency"``, ``"mean"``, ``"map"``: see
             :mod:`rdfer.model.sampler`; ``"mean"`` when a clip-level detector is given and no
             locator), ``locator_grad=True``, ``sampling="linear"``, and the Table III switches
-            ``resample``, ``summary``, ``dual_stream``, ``hierarchical`` (all True).
+            ``resample``, ``summary``, ``dual_stream``, ``hierarchical`` (all True); ``frame_head``
+            (a linear head on the backbone's tokens added to both heads' logits, issue 28).
 
     Returns:
         An :class:`RDFER` module; ``model.config`` records how it was built, so checkpoints
