@@ -115,7 +115,9 @@ STAGES = {
     # Fixed after the screen (2026-12-05): both recipes for the baseline and the old default, and
     # the screen's best rdfer row on validation (frame head + class guard), 3 seeds each.
     "final": ["frame baseline, paper recipe", "rdfer, paper recipe", "frame baseline, small recipe",
-              "rdfer, small recipe", "rdfer, small, frame head + class guard 0.5"],
+              "rdfer, small recipe", "rdfer, small, frame head + class guard 0.5",
+              # added after the decision, when the screen's last row (seed 0) matched the winner
+              "rdfer, small, no augmentation"],
 }
 
 
