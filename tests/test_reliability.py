@@ -372,10 +372,11 @@ def test_16_bit_png_frames_are_converted_not_saturated(tmp_path):
     assert clip.frames[:, 0, 0, 0].tolist() == [20, 60, 100]
 
 
-def _tmpfs_available(tmp_path: Path) -> bool:
+def _tmpfs_available(tmp_path: Path, options: str = "size=64k") -> bool:
+    """Whether a tmpfs (mount ``options``) can be mounted on ``tmp_path`` in a user namespace."""
     if shutil.which("unshare") is None:
         return False
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k none {tmp_path}"],
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o {options} none {tmp_path}"],
                            capture_output=True)
     return probe.returncode == 0
 

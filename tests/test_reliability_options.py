@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ from rdfer.cli import _COMMAND_RANGES, build_parser, main
 from rdfer.engine.checkpoint import latest_checkpoint, load_training_state
 from rdfer.engine.config import OPTION_RANGES, TrainConfig, load_yaml_config
 from rdfer.engine.train import TRAIN_DATA_FILE, train
+from test_reliability import _tmpfs_available
 
 TINY = ["--synthetic-train", "16", "--synthetic-test", "8", "--num-frames", "8", "--image-size", "32",
         "--batch-size", "8", "--workers", "0", "--device", "cpu", "--quiet", "--warmup-epochs", "0",
@@ -327,20 +327,12 @@ def test_bad_checkpoint_config_is_a_user_error(tmp_path, capsys):
         assert line.startswith(f"{ck}: {message}"), line
 
 
-def _read_only_mount_available(folder: Path) -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o ro,size=64k none {folder}"],
-                           capture_output=True)
-    return probe.returncode == 0
-
-
 def test_read_only_output_folder_is_one_line_exit_2(tmp_path):
     """A real read-only file system (a tmpfs mounted ro in a user namespace: no root needed, and
     root's permission bypass does not apply)."""
     ro = tmp_path / "ro"
     ro.mkdir()
-    if not _read_only_mount_available(ro):
+    if not _tmpfs_available(ro, "ro,size=64k"):
         pytest.skip("cannot mount a read-only tmpfs in a user namespace here")
     script = (f"mount -t tmpfs -o ro,size=64k none {ro} || exit 77\n"
               f"{sys.executable} -m rdfer train synthetic --epochs 1 --out {ro}/run; echo RC=$?\n"
