@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.rdfer-installed
 
-.PHONY: install run test newcomer clean mutation
+.PHONY: install run test newcomer clean mutation docs
 
 install: $(STAMP)
 
@@ -32,5 +32,11 @@ mutation: install
 	$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install --quiet -c constraints.txt -e '.[dev,mutation]'
 	$(PY) benchmarks/mutation.py
 
+# The documentation site (docs/, mkdocs.yml; MkDocs + Material, API reference by mkdocstrings) into
+# site/. --strict: a broken link or anchor, a missing included file or API object fails it (CI runs it).
+docs: install
+	$(PY) -c "import mkdocs, material, mkdocstrings_handlers.python" 2>/dev/null || $(PY) -m pip install --quiet -c constraints.txt -e '.[dev,docs]'
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info site

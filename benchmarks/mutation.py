@@ -6,7 +6,7 @@
 
 Two parts, both run from the repository root:
 
-1. **mutmut** (configured in ``[tool.mutmut]`` of pyproject.toml) mutates ``rdfer/losses.py``,
+1. **mutmut** (configured in ``[tool.mutmut]`` of pyproject.toml) mutates ``rdfer/losses/``,
    ``rdfer/model/``, ``rdfer/engine/checkpoint.py``, ``rdfer/data/sampling.py`` and the frame
    ordering of ``rdfer/data/decode.py`` (``_natural_key``, ``list_frames``); each mutant runs only
    the tests, among the files listed there, that call the function it changed. Results stay in
@@ -55,7 +55,7 @@ MODULES: Dict[str, List[str]] = {
     "rdfer/data/decode.py (frame order)": ["rdfer.data.decode.x__natural_key__mutmut_*",
                                            "rdfer.data.decode.x_list_frames__mutmut_*"],
     "rdfer/model/": ["rdfer.model.*"],
-    "rdfer/losses.py": ["rdfer.losses.*"],
+    "rdfer/losses/": ["rdfer.losses.*"],
 }
 
 # Mutants that cannot change behaviour, keyed by (function, the mutated line as mutmut writes
@@ -86,16 +86,15 @@ for _line in ("idx = (lo + (u * (hi - lo)).floor()).long().clamp_(None, num_sour
 
 
 _INT64 = "torch.full infers int64 from the int fill value ORDINARY = 0: the same tensor."
-for _function in ("rdfer.losses.x_flag_samples", "rdfer.losses.x_flags_for_strategy", "rdfer.losses.x__robust_flags"):
+for _function in ("rdfer.losses.agreement.x_flag_samples",):
     _equivalent(_function, "flags = torch.full((n,), ORDINARY, device=agreement.device)", _INT64,
                 "flags = torch.full((n,), ORDINARY, dtype=None, device=agreement.device)")
 # Tensors of shape (batch, classes or features): dim=+1 is dim=-1.
 _SAME_AXIS = "The tensor is 2-D (batch, classes or features): dim=+1 and dim=-1 are the same axis."
 for _function, _line in (
-        ("rdfer.losses.xǁAgreementLossǁlocator_loss",
+        ("rdfer.losses.criterion.xǁAgreementLossǁlocator_loss",
          'goal = target if self.locator_target == "label" else logits.detach().argmax(dim=+1)'),
-        ("rdfer.losses.xǁAgreementLossǁ_base_loss",
-         "p = logits.float().softmax(dim=+1).gather(1, target.unsqueeze(1)).squeeze(1).clamp_min(1e-7)"),
+        ("rdfer.losses.gce.xǁGeneralizedCrossEntropyǁbase_loss", "probs = logits.float().softmax(dim=+1)"),
         ("rdfer.model.dual_stream.xǁDualStreamHierarchicalǁ_fuse",
          'return a + b if self.fusion == "sum" else torch.cat([a, b], dim=+1)'),
         ("rdfer.model.rdfer.xǁRDFERǁforward", "z = f if where.summary is None else torch.cat([f, where.summary], dim=+1)"),
@@ -103,16 +102,16 @@ for _function, _line in (
          "top = mil_logits(evidence.detach()).argmax(dim=+1)  # (B,)")):
     _equivalent(_function, _line, _SAME_AXIS)
 
-_equivalent("rdfer.losses.x_agreement_stats",
+_equivalent("rdfer.losses.agreement.x_agreement_stats",
             "mode = torch.where(votes == top.unsqueeze(1), summed, torch.full_like(summed, -2.0)).argmax(dim=1)",
             "`summed` is a sum of softmax probabilities (>= 0): any negative fill keeps the non-modes below every mode.")
-_equivalent("rdfer.losses.x__robust_flags", "agree = agreement > agree_min - 1e-6",
+_equivalent("rdfer.losses.flag_rules.xǁ_VoteRuleǁflags", "agree = view.agreement > options.agree_min - 1e-6",
             "Agreement takes the values k / n_clips; `>` and `>=` differ only at agreement == agree_min - 1e-6 exactly, "
             "which no k / n_clips equals for an agree_min of the same form (the 1e-6 absorbs float error).")
 _MIXED = ("Only the dtype of a small float32 buffer is left alone: on CPU float32 the same tensor; under "
           "mixed precision, type promotion makes the sum/product float32 either way, the value is the same.")
-_equivalent("rdfer.losses.xǁAgreementLossǁ_base_loss", "logits = logits + self.logit_offset.to(None)", _MIXED)
-_equivalent("rdfer.losses.xǁAgreementLossǁforward", "w = self.weights.to(None)[flags]", _MIXED)
+_equivalent("rdfer.losses.criterion.xǁAgreementLossǁ_base_loss", "logits = logits + self.logit_offset.to(None)", _MIXED)
+_equivalent("rdfer.losses.criterion.xǁAgreementLossǁforward", "w = self.weights.to(None)[flags]", _MIXED)
 
 _equivalent("rdfer.engine.checkpoint.x__plain_permissions", "umask = os.umask(1)",
             "The first os.umask call only reads the umask (the next line restores it): the value it sets is never used.")
@@ -203,7 +202,7 @@ PLANTED: List[Tuple[str, str, List[Tuple[str, str]], List[str]]] = [
       ("if final.exists():\n            shutil.rmtree(final)\n        os.replace(tmp, final)", "pass")],
      ["tests/test_checkpoint_atomic.py", "tests/test_engine_checkpoint.py"]),
     ("label memory stores the clip vote instead of the label (noisy_requires_mismatch does nothing)",
-     "rdfer/losses.py", [("self.mem_label[index] = target.to(dev)", "self.mem_label[index] = stats.mode_class.to(dev)")],
+     "rdfer/losses/criterion.py", [("self.mem_label[index] = target.to(dev)", "self.mem_label[index] = stats.mode_class.to(dev)")],
      ["tests/test_losses_memory.py", "tests/test_losses.py"]),
     ("mu divided by T instead of T-1", "rdfer/model/sampler.py",
      [("mu=centre / max(t - 1, 1)", "mu=centre / max(t, 1)")],
@@ -222,15 +221,16 @@ PLANTED: List[Tuple[str, str, List[Tuple[str, str]], List[str]]] = [
     ("atomic_path copies instead of renaming (a crash leaves half a file)", "rdfer/engine/checkpoint.py",
      [("        os.replace(tmp, path)\n", "        shutil.copyfile(tmp, path)\n")],
      ["tests/test_checkpoint_atomic.py", "tests/test_engine_checkpoint.py"]),
-    ("step_epoch flags never-seen samples too", "rdfer/losses.py",
+    ("step_epoch flags never-seen samples too", "rdfer/losses/criterion.py",
      [("seen = (self.mem_stamp > 0).nonzero().squeeze(1)", "seen = (self.mem_stamp >= 0).nonzero().squeeze(1)")],
      ["tests/test_losses_memory.py", "tests/test_losses.py"]),
-    ("memory remembers the smoothed training loss instead of the plain one", "rdfer/losses.py",
-     [("self._remember(index, stats, plain, target)",
-       "self._remember(index, stats, self.per_sample_ce(logits, clip_logits, target).detach(), target)")],
+    ("memory remembers the smoothed training loss instead of the plain one", "rdfer/losses/criterion.py",
+     [("self._remember(index, stats, plain, target, clip_logits)",
+       "self._remember(index, stats, self.per_sample_ce(logits, clip_logits, target).detach(), target, clip_logits)")],
      ["tests/test_losses_memory.py", "tests/test_losses.py"]),
-    ("reweighting starts one epoch late", "rdfer/losses.py",
-     [("int(self.epoch) >= self.start_epoch", "int(self.epoch) > self.start_epoch")],
+    ("reweighting starts one epoch late", "rdfer/losses/criterion.py",
+     [("self.rule.reweights and int(self.epoch) >= self.start_epoch",
+       "self.rule.reweights and int(self.epoch) > self.start_epoch")],
      ["tests/test_losses_memory.py", "tests/test_losses.py"]),
     ("predict leaves the model in eval mode", "rdfer/model/rdfer.py",
      [("            self.train(was_training)\n", "            pass\n")],

@@ -64,7 +64,22 @@ ROWS: Dict[str, Optional[Dict[str, Any]]] = {
     # averaged logits, 16 frames spread over the whole video: what a user gets without rdfer.
     "frame baseline": dict(preset="frame_baseline", model={}, loss=dict(aux_weight=0.0)),
     "peak, frame head": dict(model=dict(locator="peak", frame_head=True)),
+    # Issue 24 (rows fixed before the runs): the key-instance locator with 4 or 2 centres, and
+    # with a 3-epoch warm-up in which the recognizer reads uniformly while the locator learns.
+    "keyinstance": dict(model=dict(locator="keyinstance", num_centres=4)),
+    "keyinstance, 2 centres": dict(model=dict(locator="keyinstance", num_centres=2)),
+    "keyinstance, warm-up": dict(model=dict(locator="keyinstance", num_centres=4, locator_warmup_epochs=3)),
 }
+# Issue 24's grid: these rows in every setting; the candidates for the default locator are the
+# learned ones, chosen on validation WAR averaged over the four settings, and a new default must
+# beat "peak" on it.
+GRID_ROWS = ["uniform", "mean", "peak", "keyinstance", "keyinstance, 2 centres", "keyinstance, warm-up", "oracle"]
+CANDIDATES = ["mean", "peak", "keyinstance", "keyinstance, 2 centres", "keyinstance, warm-up"]
+# setting -> (frames loaded, key-window length as a fraction of the video). The first is the
+# setting of the earlier rounds (issue 13); SyntheticDFER's default window is 30-55%.
+SETTINGS = {"32 frames, key 20-35%": (32, (0.2, 0.35)), "32 frames, key 30-55%": (32, (0.3, 0.55)),
+            "64 frames, key 20-35%": (64, (0.2, 0.35)), "64 frames, key 30-55%": (64, (0.3, 0.55))}
+FIRST_SETTING = "32 frames, key 20-35%"
 NEUTRAL = rdfer.EMOTIONS.index("neutral")
 
 
@@ -131,8 +146,10 @@ def run_row(row: str, seed: int, train, val, test, epochs: int, batch_size: int,
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     g = torch.Generator().manual_seed(seed)
     start = time.time()
-    for _ in range(epochs):
+    for _epoch in range(epochs):
         model.train()
+        if hasattr(model, "set_epoch"):
+            model.set_epoch(_epoch)
         for idx in torch.randperm(n, generator=g).split(batch_size):
             videos = train["videos"][idx]
             if row == "oracle":
@@ -152,17 +169,42 @@ def run_row(row: str, seed: int, train, val, test, epochs: int, batch_size: int,
     return result
 
 
+def step_timing(rows: List[str], frames: int, repeats: int, batch_size: int = 32) -> Dict[str, Any]:
+    """Seconds per training step (forward, loss, backward, AdamW) of each row on the same random
+    batch, the rows interleaved ``repeats`` times so that a busy machine slows them alike; the
+    median per row and its ratio to ``peak``."""
+    torch.manual_seed(0)
+    models = {row: build(row, 0, 16) for row in rows}
+    criteria = {row: rdfer.AgreementLoss(batch_size, strategy="ce") for row in rows}
+    opts = {row: torch.optim.AdamW(m.parameters(), lr=2e-3) for row, m in models.items()}
+    videos = torch.rand(batch_size, 3, frames, 32, 32)
+    labels, index = torch.randint(0, 7, (batch_size,)), torch.arange(batch_size)
+    times: Dict[str, List[float]] = {row: [] for row in rows}
+    for _ in range(repeats + 1):  # the first round warms up
+        for row in rows:
+            start = time.perf_counter()
+            loss = criteria[row](models[row].train()(videos), labels, index)
+            opts[row].zero_grad()
+            loss.backward()
+            opts[row].step()
+            times[row].append(time.perf_counter() - start)
+    median = {row: statistics.median(t[1:]) for row, t in times.items()}
+    return {"frames": frames, "repeats": repeats, "seconds_per_step": median,
+            "ratio_to_peak": {row: median[row] / median["peak"] for row in rows}}
+
+
 def summarise(runs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     def ms(values):
         values = list(values)
         return [statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
 
     out = []
-    for row in ROWS:
-        rs = [r for r in runs if r["row"] == row]
+    settings = dict.fromkeys([*SETTINGS, *(r.get("setting", FIRST_SETTING) for r in runs)])
+    for setting, row in ((setting, row) for setting in settings for row in ROWS):
+        rs = [r for r in runs if r["row"] == row and r.get("setting", FIRST_SETTING) == setting]
         if not rs:
             continue
-        s = {"row": row, "seeds": len(rs), "seconds_per_epoch": ms(r["seconds_per_epoch"] for r in rs)}
+        s = {"setting": setting, "row": row, "seeds": len(rs), "seconds_per_epoch": ms(r["seconds_per_epoch"] for r in rs)}
         for split in ("val", "test"):
             for key in ("war", "uar", "iou", "iou_expressive", "centre_error"):
                 if key in rs[0][split]:
@@ -192,16 +234,48 @@ def to_markdown(summary: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
         "expressive videos, i.e. not neutral). Centre error: |centre read - true centre| in frames (expressive "
         "test videos). s/epoch: training time per epoch on this machine.",
         "",
-        "| row | seeds | val WAR | val UAR | test WAR | test UAR | IoU init | IoU trained | IoU trained (expressive) | centre error (frames) | s/epoch |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for s in summary:
-        lines.append(
-            f"| {s['row']} | {s['seeds']} | {pm(s, 'val_war')} | {pm(s, 'val_uar')} | {pm(s, 'test_war')} | "
-            f"{pm(s, 'test_uar')} | {pm(s, 'iou_init', False, 2)} | {pm(s, 'test_iou', False, 2)} | "
-            f"{pm(s, 'test_iou_expressive', False, 2)} | {pm(s, 'test_centre_error', False, 1)} | "
-            f"{pm(s, 'seconds_per_epoch', False, 1)} |")
+    for setting in dict.fromkeys(s["setting"] for s in summary):
+        lines += ["", f"## {setting} (16 read)", "",
+                  "| row | seeds | val WAR | val UAR | test WAR | test UAR | IoU init | IoU trained | IoU trained "
+                  "(expressive) | centre error (frames) | s/epoch |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for s in (s for s in summary if s["setting"] == setting):
+            lines.append(
+                f"| {s['row']} | {s['seeds']} | {pm(s, 'val_war')} | {pm(s, 'val_uar')} | {pm(s, 'test_war')} | "
+                f"{pm(s, 'test_uar')} | {pm(s, 'iou_init', False, 2)} | {pm(s, 'test_iou', False, 2)} | "
+                f"{pm(s, 'test_iou_expressive', False, 2)} | {pm(s, 'test_centre_error', False, 1)} | "
+                f"{pm(s, 'seconds_per_epoch', False, 1)} |")
+    lines += choice_markdown(summary)
     return "\n".join(lines) + "\n"
+
+
+def _cell(summary, setting, row, key):
+    s = next((s for s in summary if s["setting"] == setting and s["row"] == row), None)
+    return None if s is None or key not in s else s[key][0]
+
+
+def choice_markdown(summary: List[Dict[str, Any]]) -> List[str]:
+    """Issue 24's choice: validation WAR of each candidate averaged over the four settings, and,
+    per setting, the share of the uniform -> oracle test-WAR gap each row closes."""
+    if not all(_cell(summary, st, "peak", "val_war") is not None for st in SETTINGS):
+        return []
+    score = {row: statistics.mean(_cell(summary, st, row, "val_war") for st in SETTINGS) for row in CANDIDATES
+             if all(_cell(summary, st, row, "val_war") is not None for st in SETTINGS)}
+    lines = ["", "## Choosing the default locator: validation WAR averaged over the four settings", "",
+             "| row | mean val WAR | " + " | ".join(f"gap closed, {st}" for st in SETTINGS) + " |",
+             "|---|---:|" + "---:|" * len(SETTINGS)]
+    for row in sorted(score, key=lambda r: -score[r]):
+        gaps = []
+        for st in SETTINGS:
+            u, o, v = (_cell(summary, st, r, "test_war") for r in ("uniform", "oracle", row))
+            gaps.append("-" if None in (u, o, v) or o == u else f"{100 * (v - u) / (o - u):.0f}%")
+        lines.append(f"| {row} | {100 * score[row]:.2f} | " + " | ".join(gaps) + " |")
+    best = max(score, key=score.get)
+    verdict = ("beats `peak`: the new default" if best != "peak" and score[best] > score["peak"]
+               else "`peak` stays the default")
+    lines += ["", f"Best on validation: **{best}** ({verdict}; test numbers never choose)."]
+    return lines
 
 
 def main(argv=None) -> int:
@@ -211,40 +285,60 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--rows", nargs="*", default=None, choices=list(ROWS), help="a subset of the rows")
+    parser.add_argument("--timing", action="store_true",
+                        help="only time a training step of the learned locators, interleaved (writes resampler_timing.json)")
+    parser.add_argument("--settings", nargs="*", default=None, choices=list(SETTINGS),
+                        help="frames loaded and key-window lengths (default: all four; the earlier rounds ran the first)")
     parser.add_argument("--fresh", action="store_true",
                         help="start over (default: keep the runs already in resampler_runs.json, add the missing ones)")
     args = parser.parse_args(argv)
+    if args.timing:
+        rows = args.rows or ["uniform", "mean", "peak", "keyinstance", "keyinstance, 2 centres"]
+        result = {f: step_timing(rows, f, 3 if args.quick else 20, 4 if args.quick else 32)
+                  for f in ((16,) if args.quick else (32, 64))}
+        result = {"command": "python benchmarks/resampler.py " + " ".join(sys.argv[1:]),
+                  "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
+                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "timing": result}
+        stem = "resampler_timing_quick" if args.quick else "resampler_timing"
+        atomic_write_text(Path(args.out) / f"{stem}.json", json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+        return 0
     if args.quick:
-        n_train, n_val, n_test, epochs, seeds, frames = 28, 14, 14, 1, 1, 16
+        n_train, n_val, n_test, epochs, seeds = 28, 14, 14, 1, 1
+        settings = {"quick": (16, (0.2, 0.35))}
     else:
-        n_train, n_val, n_test, epochs, seeds, frames = 480, 240, 480, 10, args.seeds, 32
+        n_train, n_val, n_test, epochs, seeds = 480, 240, 480, 10, args.seeds
+        settings = {k: SETTINGS[k] for k in (args.settings or SETTINGS)}
     epochs = args.epochs or epochs
     glimpses = 16
-    common = dict(num_frames=frames, image_size=32, key_window=(0.2, 0.35))
-    rows = args.rows or (["uniform", "saliency", "oracle"] if args.quick else list(ROWS))
+    rows = args.rows or (["uniform", "saliency", "keyinstance", "oracle"] if args.quick else GRID_ROWS)
     t0 = time.time()
     command = "python benchmarks/resampler.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
     runs_file = Path(args.out) / ("resampler_quick_runs.json" if args.quick else "resampler_runs.json")
     runs = [] if args.quick or args.fresh or not runs_file.is_file() else json.loads(runs_file.read_text())
-    done = {(r["row"], r["seed"]) for r in runs}
-    for seed in range(seeds):
-        if all((row, seed) in done for row in rows):
+    for r in runs:
+        r.setdefault("setting", FIRST_SETTING)  # runs of the earlier rounds
+    done = {(r["setting"], r["row"], r["seed"]) for r in runs}
+    for (setting, (frames, window)), seed in ((item, seed) for seed in range(seeds) for item in settings.items()):
+        if all((setting, row, seed) in done for row in rows):
             continue
+        common = dict(num_frames=frames, image_size=32, key_window=window)
         # Disjoint generator seeds per split; labels are clean in all three.
         train = render(SyntheticDFER(n_train, seed=seed, **common))
         val = render(SyntheticDFER(n_val, seed=seed + 20_000, **common))
         test = render(SyntheticDFER(n_test, seed=seed + 10_000, **common))
         for row in rows:
-            if (row, seed) in done:
+            if (setting, row, seed) in done:
                 continue
             r = run_row(row, seed, train, val, test, epochs, 32, glimpses)
-            r["command"] = command
+            r["command"], r["setting"] = command, setting
             runs.append(r)
             iou = f"IoU {r['test']['iou']:.2f}" if "iou" in r["test"] else ""
             # Partial results survive an interrupted grid.
             runs_file.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(runs_file, json.dumps(runs, indent=2))
-            print(f"seed {seed} {row:>22}: val WAR {100 * r['val']['war']:.1f}  test WAR {100 * r['test']['war']:.1f}  "
+            print(f"{setting} seed {seed} {row:>22}: val WAR {100 * r['val']['war']:.1f}  test WAR {100 * r['test']['war']:.1f}  "
                   f"{iou}  ({r['seconds_per_epoch']:.1f} s/epoch)", flush=True)
     runs = [r for r in runs if r["seed"] < seeds]
     summary = summarise(runs)
@@ -255,9 +349,9 @@ def main(argv=None) -> int:
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "torch": torch.__version__,
         "recipe": (f"rdfer_small ({glimpses} glimpses), SyntheticDFER {n_train} train / {n_val} val / {n_test} test videos "
-                   f"(clean labels, uniform classes, hard_rate 0.2, key window 20-35% of the video), {frames} frames "
-                   f"loaded of 32 px, 16 read, {epochs} epochs, batch 32, AdamW 2e-3 cosine, AgreementLoss(strategy='ce'), "
-                   f"seeds 0..{seeds - 1}, CPU"),
+                   f"(clean labels, uniform classes, hard_rate 0.2; frames loaded and key-window length per setting "
+                   f"below), 32 px, 16 frames read, {epochs} epochs, batch 32, AdamW 2e-3 cosine, "
+                   f"AgreementLoss(strategy='ce'), seeds 0..{seeds - 1}, CPU"),
         "seconds": time.time() - t0,  # this invocation
     }
     md = to_markdown(summary, meta)

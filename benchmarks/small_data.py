@@ -109,6 +109,11 @@ ROWS: Dict[str, Dict[str, Any]] = {
     # clips' agreement is the recognizer's own again.
     "rdfer, small, video frame head + class guard 0.5": _rdfer(SMALL, noisy_class_guard=0.5,
                                                                model_options={"frame_head": "video"}),
+    # Issue 23 (2026-12-05) made logit_adjustment="auto" the default (on for these long-tailed
+    # sets): the check that the small recipe still beats the frame baseline with it, both sides on.
+    "frame baseline, small recipe, logit adjustment auto": {**SMALL, **BASELINE, "logit_adjustment": "auto"},
+    "rdfer, small, frame head + class guard 0.5, logit adjustment auto": _rdfer(
+        SMALL, noisy_class_guard=0.5, model_options={"frame_head": True}, logit_adjustment="auto"),
 }
 STAGES = {
     "screen": list(ROWS),
@@ -117,13 +122,17 @@ STAGES = {
     "final": ["frame baseline, paper recipe", "rdfer, paper recipe", "frame baseline, small recipe",
               "rdfer, small recipe", "rdfer, small, frame head + class guard 0.5",
               # added after the decision, when the screen's last row (seed 0) matched the winner
-              "rdfer, small, no augmentation"],
+              "rdfer, small, no augmentation",
+              # issue 23's default (logit adjustment "auto"), both sides
+              "frame baseline, small recipe, logit adjustment auto",
+              "rdfer, small, frame head + class guard 0.5, logit adjustment auto"],
 }
 
 
 def run_one(row: str, seed: int, work: Path, quick: bool) -> Dict[str, Any]:
     """Train one row with one seed through the engine; evaluate the final model on train too."""
-    values = {**DATA, **ROWS[row], "seed": seed, "out": str(work / f"{_slug(row)}-s{seed}"), "overwrite": True,
+    # As the grid ran (2026-12-05): no logit adjustment unless a row sets it (the default became "auto" later).
+    values = {"logit_adjustment": 0.0, **DATA, **ROWS[row], "seed": seed, "out": str(work / f"{_slug(row)}-s{seed}"), "overwrite": True,
               "progress": False, "workers": 0, "keep_checkpoints": 1}
     if quick:
         values.update(synthetic_train=24, synthetic_test=14, epochs=1, warmup_epochs=0, image_size=32, num_frames=8,

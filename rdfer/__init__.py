@@ -12,7 +12,8 @@ from .backbones import BackboneContractError, FrameEncoder, as_backbone, validat
 from .data.emotions import EMOTIONS
 from .engine.checkpoint import load_model, save_model
 from .inference import export_model, predict_video
-from .losses import HARD, NOISY, ORDINARY, STRATEGIES, AgreementLoss, agreement, agreement_stats, flag_samples
+from .losses import (HARD, NOISY, ORDINARY, STRATEGIES, AgreementLoss, LossRule, agreement, agreement_stats, flag_samples,
+                     list_strategies, register_strategy)
 from .model import RDFER, RDFEROutput, RDFERPrediction, wrap_with_rdfer
 from .registry import (
     create_backbone,
@@ -47,6 +48,9 @@ __all__ = [
     "RDFEROutput",
     "RDFERPrediction",
     "AgreementLoss",
+    "LossRule",
+    "list_strategies",
+    "register_strategy",
     "agreement",
     "agreement_stats",
     "flag_samples",

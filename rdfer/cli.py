@@ -37,7 +37,7 @@ def _cmd_backbones(args) -> int:
 # rdfer.losses.ALL_STRATEGIES and TrainConfig.strategy, spelt out so that parsing needs no torch
 # import (tests/test_robust_losses.py checks they agree).
 _STRATEGIES = ("ce", "bigloss_up", "bigloss_down", "hard_up", "noisy_down", "agreement", "gce", "class_small_loss",
-               "vote_small_loss", "hard_disagree", "consensus", "clip_vote")
+               "vote_small_loss", "hard_disagree", "consensus", "clip_vote", "elr", "clip_correct", "mixture")
 _DEFAULT_STRATEGY = "agreement"
 
 _DATASET_HELP = (
@@ -46,9 +46,13 @@ _DATASET_HELP = (
 )
 
 
-def _add_dataset_args(p, defaults_suppressed: bool = True) -> None:
+def _add_dataset_args(p, defaults_suppressed: bool = True, dataset_required: bool = True) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("dataset", choices=["synthetic", "dfew", "ferv39k", "csv", "packed"], help=_DATASET_HELP)
+    if dataset_required:
+        g.add_argument("dataset", choices=["synthetic", "dfew", "ferv39k", "csv", "packed"], help=_DATASET_HELP)
+    else:  # rdfer train: the --config file may name it (a run's config.yaml does)
+        g.add_argument("dataset", choices=["synthetic", "dfew", "ferv39k", "csv", "packed"], nargs="?", default=None,
+                       help=_DATASET_HELP + " (may come from --config instead)")
     g.add_argument("--root", help="dataset root folder (dfew, ferv39k)")
     g.add_argument("--fold", type=int, help="DFEW fold 1..5 (default 1)")
     g.add_argument("--train", dest="train_source", help="csv: training CSV of path,label; packed: training pack folder")
@@ -76,6 +80,11 @@ def _comma_list(text: str) -> List[str]:
     return items
 
 
+def _tau(text: str):
+    """``--logit-adjustment``: a number, or ``auto``."""
+    return "auto" if text.strip().lower() == "auto" else float(text)
+
+
 def _parse_model_option(text: str):
     import yaml
 
@@ -100,11 +109,12 @@ def _add_train(sub) -> None:
         "end of the warm-up; `rdfer train synthetic` starts from CPU sizes instead (--recipe cpu: 14 epochs, "
         "16 frames of 32 px, batch 32), `--recipe paper` gives it the paper's. "
         "Options may also come from --config FILE.yaml (same names, dashes or "
-        "underscores); flags on the command line override the file.",
+        "underscores); flags on the command line override the file. A finished run's RUN/config.yaml holds "
+        "every option of the run: `rdfer train --config RUN/config.yaml --out OTHER` re-runs it.",
         argument_default=argparse.SUPPRESS,
     )
-    p.add_argument("--config", help="YAML file of options")
-    _add_dataset_args(p)
+    p.add_argument("--config", help="YAML file of options (e.g. a run's config.yaml, which names the dataset too)")
+    _add_dataset_args(p, dataset_required=False)
     p.add_argument("--folds", help="DFEW: train several folds, e.g. 1-5, and report mean and std")
     p.add_argument("--val-fraction", type=float, help="carve a stratified validation split from train for model selection")
     p.add_argument("--classes", type=_comma_list, metavar="A,B,...",
@@ -116,14 +126,19 @@ def _add_train(sub) -> None:
     m.add_argument("--pretrained", nargs="?", const=True, help="upstream pretrained weights, or a local weights file")
     m.add_argument("--model-option", dest="model_option", action="append", type=_parse_model_option, metavar="KEY=VALUE",
                    help="wrap_with_rdfer option, repeatable: n_clips=4, clip_len=4, d_model=512, summary_dim=128, "
-                   "num_glimpses=16, detector=tiny_cnn, sequence_model=bilstm, fusion=sum, delta_min_frac=0.25, "
+                   "num_glimpses=16, detector=tiny_cnn, locator=peak (keyinstance, saliency, mean, map), num_centres=4, "
+                   "locator_warmup_epochs=0, sequence_model=bilstm, fusion=sum, delta_min_frac=0.25, "
                    "sampling=linear, resample=false, summary=false, dual_stream=false, hierarchical=false, "
                    "backbone_kwargs={norm: gn}")
     l = p.add_argument_group("loss")
     l.add_argument("--strategy", choices=list(_STRATEGIES),
                    help="loss reweighting: the paper's Table IV (ce, bigloss_up, bigloss_down = the small-loss "
-                   "trick, hard_up, noisy_down, agreement = the paper's rule) or a robust rule (gce, "
-                   "class_small_loss, vote_small_loss, hard_disagree, consensus, clip_vote); default " + _DEFAULT_STRATEGY)
+                   "trick, hard_up, noisy_down, agreement = the paper's rule), a robust rule (gce, "
+                   "class_small_loss, vote_small_loss, hard_disagree, consensus, clip_vote) or a label-correcting "
+                   "rule (elr, clip_correct, mixture); default " + _DEFAULT_STRATEGY)
+    l.add_argument("--strategy-option", dest="strategy_option", action="append", type=_parse_model_option,
+                   metavar="KEY=VALUE", help="an option of the rule, repeatable: elr: lam=3, beta=0.7, source=clips; "
+                   "clip_correct: min_confidence=0.5; mixture: temperature=0.5, threshold=0.5, min_class_size=8")
     l.add_argument("--agree-min", type=float, help="agreement from which clips count as agreeing (0.75; robust rules)")
     l.add_argument("--memory-momentum", type=float, help="history of each sample's loss/agreement across epochs, 0 = latest only")
     l.add_argument("--gce-q", type=float, help="q of the generalized cross-entropy (0.7; strategy gce)")
@@ -132,8 +147,10 @@ def _add_train(sub) -> None:
                    ">= R); an unlearned rare class is never dropped as 'wrong labels' (0: off, the paper's rule; 0.5 in "
                    "--recipe small)")
     l.add_argument("--noisy-max", type=float, help="largest share of samples flagged noisy (0.5; strategy clip_vote)")
-    l.add_argument("--logit-adjustment", type=float, metavar="TAU",
-                   help="logit-adjusted loss for class-imbalanced sets: train on logits + TAU*log(class prior) (0: off)")
+    l.add_argument("--logit-adjustment", type=_tau, metavar="TAU",
+                   help="logit-adjusted loss for class-imbalanced sets: train on logits + TAU*log(class prior); "
+                   "auto (default): 1 when the largest training class has >= 3x the videos of the smallest, else 0; "
+                   "0: off, the paper's loss")
     l.add_argument("--t-hard", type=float, help="share of samples flagged hard (0.2)")
     l.add_argument("--t-noisy", type=float, help="share of samples flagged noisy (0.1)")
     l.add_argument("--lambda-hard", type=float, help="weight of hard samples (1.5)")
@@ -182,18 +199,17 @@ def _recipe_text(name: str) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in items.items())
 
 
-def _count_training_videos(args) -> Optional[int]:
+def _count_training_videos(dataset: str, source: Optional[str]) -> Optional[int]:
     """Videos in a csv/packed training set, read cheaply to pick the recipe (None: unknown)."""
     import json
     from pathlib import Path
 
-    source = getattr(args, "train_source", None)
     try:
-        if args.dataset == "csv" and source:
+        if dataset == "csv" and source:
             from .data.video_csv import read_csv_rows
 
             return sum(1 for _ in read_csv_rows(source, ("path", "label")))
-        if args.dataset == "packed" and source:
+        if dataset == "packed" and source:
             return int(json.loads((Path(source) / "index.json").read_text())["num_samples"])
     except (OSError, ValueError, KeyError, TypeError):
         return None  # the dataset's own checks report a broken file, with its row, at start-up
@@ -204,21 +220,31 @@ def _train_config_from_args(args):
     from .engine.config import RECIPES, TrainConfig, default_recipe, load_yaml_config
 
     # Precedence: the recipe's sizes, then the YAML file, then the flags.
+    from_file = load_yaml_config(args.config) if getattr(args, "config", None) else {}
+    if getattr(args, "dataset", None) is None:  # e.g. `rdfer train --config RUN/config.yaml`: the file names it
+        if not from_file.get("dataset"):
+            raise SystemExit("rdfer train needs a dataset (synthetic, dfew, ferv39k, csv or packed): give it on the "
+                             "command line or as `dataset:` in the --config file")
+        args.dataset = from_file["dataset"]
     recipe = getattr(args, "recipe", None)
     if recipe is None:
-        num_train = _count_training_videos(args)
+        num_train = _count_training_videos(args.dataset, getattr(args, "train_source", from_file.get("train_source")))
         recipe = default_recipe(args.dataset, num_train)
         if recipe == "small":
             # On stdout: stderr carries errors only, one line each.
             print(f"rdfer: a small training set ({num_train} videos): the 'small' recipe ({_recipe_text('small')}); "
                   f"--recipe paper for the paper's", flush=True)
     values = dict(RECIPES[recipe])
-    values.update(load_yaml_config(args.config) if getattr(args, "config", None) else {})
-    skip = ("func", "command", "config", "folds", "model_option", "recipe")
+    values.update(from_file)
+    skip = ("func", "command", "config", "folds", "model_option", "strategy_option", "recipe")
     cli = {k: v for k, v in vars(args).items() if k not in skip}
     options = dict(values.get("model_options", {}))
     options.update(dict(getattr(args, "model_option", None) or []))
     values.update(cli)
+    rule_options = dict(values.get("strategy_options", {}))
+    rule_options.update(dict(getattr(args, "strategy_option", None) or []))
+    if rule_options:
+        values["strategy_options"] = rule_options
     if values.get("model") == "frame_baseline":
         # The baseline is what a user writes without rdfer: plain CE on the averaged logits.
         values.setdefault("strategy", "ce")
@@ -251,8 +277,12 @@ def _cmd_train(args) -> int:
     return 0
 
 
+_CHECKPOINT_HELP = ("model.safetensors, a run folder, a folder laid out as a Hugging Face Hub repository, or "
+                    "hf-hub:ORG/NAME[@REVISION] (from huggingface_hub's cache; downloaded once when missing)")
+
+
 def _add_checkpoint_dataset_args(p, default_split: str) -> None:
-    p.add_argument("--checkpoint", required=True, help="model.safetensors or a run folder")
+    p.add_argument("--checkpoint", required=True, help=_CHECKPOINT_HELP)
     _add_dataset_args(p)
     # What training fixed comes from the checkpoint (_inference_setup): say so in --help.
     trained = {"num_frames": "frames loaded per video, T (default: as trained, from the checkpoint; another value "
@@ -262,7 +292,8 @@ def _add_checkpoint_dataset_args(p, default_split: str) -> None:
     for action in p._actions:
         action.help = trained.get(action.dest, action.help)
     p.add_argument("--split", choices=["test", "train"], help=f"which split to use (default {default_split})")
-    p.add_argument("--out", help="output folder (default: next to the checkpoint)")
+    p.add_argument("--out", help="output folder (default: next to the checkpoint; for hf-hub:ORG/NAME in "
+                   "runs/hf-hub/ORG--NAME/)")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average the logits of each video and its mirror image")
 
@@ -281,6 +312,7 @@ def _inference_setup(args, default_split: str, what: str):
     from .engine.config import TrainConfig
     from .engine.datasets import (build_datasets, check_data_against_checkpoint, setting_from_checkpoint,
                                   trained_data_config)
+    from .engine.hub import default_output_home
     from .engine.distributed import init_distributed
     from .engine.train import batch_transform, make_loader
 
@@ -311,8 +343,7 @@ def _inference_setup(args, default_split: str, what: str):
     if getattr(base, "train", False):  # read frames as evaluation does (uniform, centred), not with training jitter
         base.train = False
     loader = make_loader(dataset, cfg.batch_size, info, False, cfg.seed, cfg.workers)
-    ck = Path(args.checkpoint)
-    out = Path(getattr(args, "out", None) or (ck if ck.is_dir() else ck.parent) / f"{what}_{split}")
+    out = Path(getattr(args, "out", None) or default_output_home(args.checkpoint) / f"{what}_{split}")
     out.mkdir(parents=True, exist_ok=True)
     return model, dataset, loader, classes, info.device, batch_transform(False, False), out, split
 
@@ -408,7 +439,7 @@ def _cmd_analyze(args) -> int:
 
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
-    p.add_argument("--checkpoint", required=True, help="model.safetensors or a run folder")
+    p.add_argument("--checkpoint", required=True, help=_CHECKPOINT_HELP)
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="onnx (default) or torchscript")
     p.add_argument("--output", help="output file (default: model.onnx / model.pt next to the checkpoint)")
     p.add_argument("--num-frames", type=int, help="T of the exported input (default: as trained, from the "
@@ -419,10 +450,9 @@ def _add_export(sub) -> None:
 
 
 def _cmd_export(args) -> int:
-    from pathlib import Path
-
     from .engine.checkpoint import load_model
     from .engine.datasets import setting_from_checkpoint, trained_data_config
+    from .engine.hub import default_output_home
     from .inference.export import export_model
 
     if args.format == "onnx":
@@ -434,8 +464,7 @@ def _cmd_export(args) -> int:
     if t < 1 or size < 1:
         raise SystemExit(f"--num-frames and --image-size must be >= 1, got {t} and {size}")
     model = load_model(args.checkpoint)
-    ck = Path(args.checkpoint)
-    default = (ck if ck.is_dir() else ck.parent) / ("model.onnx" if args.format == "onnx" else "model.torchscript.pt")
+    default = default_output_home(args.checkpoint) / ("model.onnx" if args.format == "onnx" else "model.torchscript.pt")
     path = export_model(model, args.output or default, args.format, num_frames=t, image_size=size)
     print(f"exported {args.format} for input (B, 3, {t}, {size}, {size}) -> {path}")
     return 0
@@ -491,7 +520,7 @@ def _add_predict(sub) -> None:
     )
     p.add_argument("videos", nargs="+", help="local video files (mp4, avi, mov, webm, mkv, ...); URLs are refused "
                    "(rdfer works offline: download the video first)")
-    p.add_argument("--checkpoint", required=True, help="model.safetensors or a run folder")
+    p.add_argument("--checkpoint", required=True, help=_CHECKPOINT_HELP)
     p.add_argument("--no-detect", action="store_true", help="the videos are already cropped to the face")
     p.add_argument("--detect-stride", type=int, default=8,
                    help="detect on every n-th frame and interpolate the rest; on a box jump or a face appearing or "
@@ -610,6 +639,35 @@ def _pack_source(args, size):
     return source, what
 
 
+def _add_publish(sub) -> None:
+    p = sub.add_parser(
+        "publish", help="upload a finished run to the Hugging Face Hub (weights, config, model card, figures)",
+        description="Upload a finished run folder to the Hugging Face Hub as ORG/NAME, in one commit: config.json "
+        "(model config and data settings), model.safetensors (the last-epoch model), README.md (the model card; "
+        "the run's own README.md when it is not rdfer's card), config.yaml, results.json and the run's PNG figures. "
+        "Anyone then loads it with rdfer.load_model('hf-hub:ORG/NAME') or --checkpoint hf-hub:ORG/NAME. "
+        "The folder is staged first: --dry-run DIR writes it to DIR and stops, nothing is sent (`hf upload ORG/NAME "
+        "DIR` or this command without --dry-run uploads it later). "
+        "Token: a write token from https://huggingface.co/settings/tokens, in the HF_TOKEN environment variable or "
+        "stored by `hf auth login` (`huggingface-cli login` before huggingface_hub 1.0).",
+    )
+    p.add_argument("run_dir", help="a run folder that rdfer train finished (model.safetensors and results.json)")
+    p.add_argument("--repo", required=True, metavar="ORG/NAME", help="the Hub repository (created when missing)")
+    p.add_argument("--revision", metavar="BRANCH", help="the branch to commit to (created when missing; default main)")
+    p.add_argument("--private", action="store_true", help="create the repository private (an existing one keeps its "
+                   "visibility)")
+    p.add_argument("--dry-run", metavar="DIR", help="write the folder that would be uploaded to DIR (new or empty) "
+                   "and stop: nothing is sent; rdfer.load_model(DIR) loads it")
+    p.set_defaults(func=_cmd_publish)
+
+
+def _cmd_publish(args) -> int:
+    from .engine.hub import publish
+
+    publish(args.run_dir, args.repo, revision=args.revision, private=args.private, dry_run=args.dry_run)
+    return 0
+
+
 # -- subcommands: add new `_add_<name>` functions above this line, and call them in build_parser --
 
 
@@ -623,7 +681,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rdfer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in [_add_demo, _add_synth_preview, _add_train, _add_eval, _add_predict, _add_audit, _add_analyze, _add_export, _add_backbones, _add_pack]:
+    for add in [_add_demo, _add_synth_preview, _add_train, _add_eval, _add_predict, _add_audit, _add_analyze, _add_export,
+                _add_publish, _add_backbones, _add_pack]:
         add(sub)
     debug_help = "show the full traceback of an error (also RDFER_DEBUG=1)"
     parser.add_argument("--debug", action="store_true", help=debug_help)
@@ -665,8 +724,10 @@ def _check_option_values(args) -> None:
     from .engine.config import OPTION_RANGES, Range, check_option
 
     ranges = {**OPTION_RANGES, **{k: Range(**v) for k, v in _COMMAND_RANGES.get(args.command, {}).items()}}
+    from .engine.config import AUTO_VALUES
+
     for name, value in vars(args).items():
-        if value is not None and name in ranges:
+        if value is not None and name in ranges and value != AUTO_VALUES.get(name):
             setattr(args, name, check_option(name, value, ranges))
     if getattr(args, "device", None) not in (None, "auto"):
         from .engine.distributed import check_device

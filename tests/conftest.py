@@ -57,6 +57,7 @@ def tiny_config(out, **overrides):
         min_lr=1e-4, workers=0, augment=False, device="cpu", progress=False, out=str(out), seed=0,
         strategy="agreement",  # the engine tests count the paper's flags, whatever the library default
         noisy_class_guard=0.0,
+        logit_adjustment=0.0,  # the paper's loss (the default "auto" depends on the drawn class counts)
     )
     values.update(overrides)
     return TrainConfig(**values)

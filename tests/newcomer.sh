@@ -5,7 +5,8 @@
 #      torchvision pinned by constraints.txt, which pip takes from local disk on the project's machines);
 #   3. from a folder outside the checkout: rdfer --version / --help / backbones, the one-line errors
 #      of missing extras, one tiny training run, then the `faces` extra, `rdfer predict` on a real
-#      clip and every Python block of the README (tests/readme.py), against the installed package.
+#      clip and every Python block of the README and of the docs pages (tests/readme.py), against the
+#      installed package.
 # A module, py.typed, the licence, the entry point or package data missing from the wheel fails it.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -71,7 +72,7 @@ test -f runs/demo/rdfer/model.safetensors && test -f runs/demo/rdfer/train.log
   --image-size 32 --html --out runs/demo/audit > /dev/null  # review.html is built from the wheel's package data
 grep -q 'id="audit-data"' runs/demo/audit/review.html
 
-step "the faces extra, predict on a real clip, the README's python blocks"
+step "the faces extra, predict on a real clip, the python blocks of the README and docs/"
 "$VPY" -m pip install --quiet -c "$REPO/constraints.txt" "$WHEEL[faces]"
 CLIP="$REPO/../shared/data/real-video/single_face.mp4"
 if [ -f "$CLIP" ]; then
@@ -85,7 +86,7 @@ with av.open('clip.mp4', 'w') as c:
         for p in s.encode(av.VideoFrame.from_ndarray(np.full((48, 48, 3), 20 * k, np.uint8), format='rgb24')): c.mux(p)
     for p in s.encode(): c.mux(p)"
 fi
-"$VPY" "$REPO/tests/readme.py" python "$REPO/README.md" --cwd "$WORK/home"
+"$VPY" "$REPO/tests/readme.py" python "$REPO/README.md" "$REPO/docs" --cwd "$WORK/home"
 
 step "done"
 echo "newcomer: 1 passed, 0 failed"

@@ -103,7 +103,8 @@ def test_resampler_quick(tmp_path):
     result = json.loads((tmp_path / "resampler_quick.json").read_text())
     assert "--quick" in result["meta"]["command"]
     rows = {s["row"]: s for s in result["summary"]}
-    assert set(rows) == {"uniform", "saliency", "oracle"}
+    assert set(rows) == {"uniform", "saliency", "keyinstance", "oracle"}
+    assert {s["setting"] for s in result["summary"]} == {"quick"}
     # Uniform sampling reads the whole video, so its window IoU is the key window's share of it
     # (20-35% of 16 frames), the same before and after training; the oracle reports no IoU.
     assert rows["uniform"]["iou_init"][0] == pytest.approx(rows["uniform"]["test_iou"][0])
@@ -111,9 +112,16 @@ def test_resampler_quick(tmp_path):
     assert "test_iou" not in rows["oracle"] and 0 <= rows["oracle"]["test_war"][0] <= 1
     assert 0 <= rows["saliency"]["test_iou"][0] <= 1 and rows["saliency"]["seconds_per_epoch"][0] > 0
     # Partial results are written after every run, so an interrupted grid keeps what it measured.
-    assert len(json.loads((tmp_path / "resampler_quick_runs.json").read_text())) == 3
+    assert len(json.loads((tmp_path / "resampler_quick_runs.json").read_text())) == 4
     md = (tmp_path / "resampler_quick.md").read_text()
     assert "| row | seeds |" in md and md in proc.stdout
+
+
+def test_resampler_step_timing_quick(tmp_path):
+    _run("resampler.py", tmp_path, "--timing", "--rows", "peak", "keyinstance")
+    timing = json.loads((tmp_path / "resampler_timing_quick.json").read_text())["timing"]["16"]
+    assert set(timing["seconds_per_step"]) == {"peak", "keyinstance"} and timing["ratio_to_peak"]["peak"] == 1.0
+    assert all(t > 0 for t in timing["seconds_per_step"].values())
 
 
 def test_noise_robustness_row_names_map_to_training_options(monkeypatch):
@@ -123,6 +131,9 @@ def test_noise_robustness_row_names_map_to_training_options(monkeypatch):
     assert nr.strategy_options("agreement") == {"strategy": "agreement"}
     assert nr.strategy_options("agreement+mismatch") == {"strategy": "agreement", "noisy_requires_mismatch": True}
     assert nr.strategy_options("consensus+history") == {"strategy": "consensus", "memory_momentum": 0.5}
+    # Suffixes that set the rule's options merge them (issue 23's rows).
+    assert nr.strategy_options("elr+clips+strong") == {
+        "strategy": "elr", "strategy_options": {"source": "clips", "lam": 7.0, "beta": 0.9}}
     assert nr.strategy_options("clip_vote+la") == {"strategy": "clip_vote", "logit_adjustment": 1.0}
     with pytest.raises(KeyError):
         nr.strategy_options("agreement+typo")

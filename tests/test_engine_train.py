@@ -148,7 +148,7 @@ def test_help_is_complete():
     top = parser.format_help()
     subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     assert set(subs) == {"demo", "synth-preview", "train", "eval", "predict", "audit", "analyze", "export",
-                         "backbones", "pack"}
+                         "publish", "backbones", "pack"}
     for name, sub in subs.items():
         assert name in top, name
         assert sub.format_help().startswith("usage: rdfer " + name), name
@@ -187,3 +187,26 @@ def test_unreadable_videos_are_excluded_counted_and_listed(tmp_path):
     assert sorted(listed) == sorted(str(clips / n) for n in ("garbage.mp4", "garbage_test.mp4"))
     assert res["bad_samples"] == 2
     assert all(bool(torch.isfinite(v).all()) for v in load_file(str(out / "model.safetensors")).values())
+
+
+def test_correcting_rule_resumes_exactly_and_writes_its_targets(tmp_path):
+    # A label-correcting rule keeps (N, K) state (soft targets, the clip probabilities): it is in
+    # the checkpoint, so a resumed run trains exactly as an uninterrupted one.
+    rule = dict(strategy="mixture", strategy_options={"min_class_size": 3}, synthetic_train=24, epochs=3)
+    straight = train(tiny_config(tmp_path / "straight", **rule))
+    train(tiny_config(tmp_path / "resumed", stop_after=2, **rule))
+    resumed = train(tiny_config(tmp_path / "resumed", resume=True, **rule))
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert straight["test_last_epoch"] == resumed["test_last_epoch"]
+    flags = (tmp_path / "straight" / "train_flags.csv").read_text()
+    assert flags == (tmp_path / "resumed" / "train_flags.csv").read_text()
+    header, *rows = flags.splitlines()
+    assert header == "index,label,mode_class,agreement,confidence,loss,target,flag"
+    rows = [r.split(",") for r in rows]
+    assert len(rows) == 24 and all(0 <= int(r[6]) < 7 for r in rows)
+    # The mixture's noisy part trains toward a guessed label: flagged noisy, target moved.
+    moved = [r for r in rows if r[6] != r[1]]
+    assert moved and all(r[7] == "noisy" for r in moved)
+    assert "strategy_options" in (tmp_path / "straight" / "config.yaml").read_text()

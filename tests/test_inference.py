@@ -108,8 +108,9 @@ def test_export_matches_pytorch(trained_run, tmp_path, fmt):
         got = list(torch.jit.load(str(tmp_path / "m.pt"))(video))
         atol = 1e-5
     # Every output field, in RDFEROutput's order: logits, clip_logits, mu, delta, features, positions,
-    # glimpse_logits (per-glimpse evidence of the default "peak" locator).
-    assert len(got) == len(ref) == 7
+    # glimpse_logits (per-glimpse evidence of the default "peak" locator), centres ((B, 0) but for
+    # the "keyinstance" locator).
+    assert len(got) == len(ref) == 8
     for name, g, r in zip(type(ref)._fields, got, ref):
         assert g.shape == r.shape and torch.allclose(g, r, atol=atol), name
 

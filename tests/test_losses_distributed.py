@@ -45,3 +45,26 @@ def test_two_processes_match_one(tmp_path):
     for rank in range(2):
         assert torch.equal(torch.load(tmp_path / f"flags{rank}.pt"), expected)
     assert (expected == 1).sum() == 4 and (expected == 2).sum() == 2
+
+
+def _elr_worker(rank, world, init_file, out_dir):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        logits, clips, target = _data()
+        crit = AgreementLoss(num_samples=N, strategy="elr", num_classes=7, strategy_options={"source": "clips"})
+        idx = torch.arange(N)[rank::world]
+        crit(Out(logits[idx], clips[idx]), target[idx], idx)
+        crit.step_epoch()  # merges the per-sample buffers a rule registered, (N, K) ones too
+        torch.save(crit.elr_target, os.path.join(out_dir, f"elr{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_rule_buffers_are_merged_across_processes(tmp_path):
+    logits, clips, target = _data()
+    single = AgreementLoss(num_samples=N, strategy="elr", num_classes=7, strategy_options={"source": "clips"})
+    single(Out(logits, clips), target, torch.arange(N))
+    mp.spawn(_elr_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        assert torch.allclose(torch.load(tmp_path / f"elr{rank}.pt"), single.elr_target)
+    assert (single.elr_target > 0).all()

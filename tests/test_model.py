@@ -78,7 +78,7 @@ def test_first_forward_of_the_mean_locator_is_near_uniform():
 def test_first_forward_of_the_peak_locator_reads_part_of_the_video():
     # Untrained, the window lies around the strongest glimpse and spans at most the 2 * ceil(16/4)
     # + 1 = 9 glimpse cells there (fewer at the ends of the video), at least the minimum stride's
-    # span: a third to a half of the video, not all of it (README, "Locators").
+    # span: a third to a half of the video, not all of it (docs/wrapper.md, "Locators").
     model = rdfer.wrap_with_rdfer("tiny_cnn", **SMALL).eval()
     t = 64
     with torch.no_grad():

@@ -388,7 +388,7 @@ def test_the_building_blocks_defaults_are_the_wrappers():
     sampler = defaults(KeyExpressionSampler.__init__)
     assert sampler.pop("locator") == "mean" and sampler.pop("num_classes") is None
     assert sampler == {k: DEFAULT_CONFIG[k] for k in ("num_glimpses", "summary_dim", "summary", "delta_min_frac",
-                                                      "locator_grad")}
+                                                      "locator_grad", "num_centres")}
 
 
 def test_clip_counts_of_one_are_valid_and_zero_is_refused():

@@ -62,7 +62,7 @@ def test_scores_survivors_and_equivalents(tmp_path):
         "+    i = torch.arange(num_frames, dtype=None)",
         "     return ((i + 0.5) * num_source / num_frames).floor().long().clamp_(0, num_source - 1)",
     ]
-    other = next(r for r in rows if r["module"] == "rdfer/losses.py")
+    other = next(r for r in rows if r["module"] == "rdfer/losses/")
     assert other["run"] == 0 and other["score"] is None
 
 

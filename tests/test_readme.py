@@ -1,10 +1,12 @@
-"""The README cannot drift: every shell command of its ``bash`` blocks is listed below and run
-(with tiny sizes appended, on miniature data standing in for the user's), and every ``python``
-block runs top to bottom in one session. The checkpoint paths the examples use are the ones
-``make run`` really writes: the workspace gets them from a real (tiny) ``rdfer demo``.
+"""The README and the documentation pages (``docs/``) cannot drift: every shell command of their
+``bash`` blocks is listed below and run (with tiny sizes appended, on miniature data standing in
+for the user's), in the order a reader meets them (the README, then the site's nav), and every
+``python`` block runs top to bottom, one session per page. Every other fence is output or data
+(``text``, ``csv``, ``diff``), never code left unrun. The checkpoint paths the examples use are
+the ones ``make run`` really writes: the workspace gets them from a real (tiny) ``rdfer demo``.
 
-A new or changed README command fails ``test_every_readme_command_is_listed`` until it is added
-to ``COMMANDS`` with how to run it.
+A new or changed command on any page fails ``test_every_docs_command_is_listed`` until it is
+added to ``COMMANDS`` with how to run it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -25,9 +28,43 @@ import yaml
 
 from conftest import REAL_VIDEO_DIR, REPO
 from data_trees import write_dfew_csv, write_frames, write_video
-from readme import blocks, shell_commands
+from readme import RUN_LANGS, SHOWN_LANGS, all_blocks, blocks, doc_pages, shell_commands
 
 README = REPO / "README.md"
+DOCS = REPO / "docs"
+
+
+def _nav_pages(nav) -> list:
+    """The pages of mkdocs.yml's nav, in order."""
+    if isinstance(nav, str):
+        return [nav]
+    if isinstance(nav, dict):
+        return [p for v in nav.values() for p in _nav_pages(v)]
+    return [p for item in nav for p in _nav_pages(item)]
+
+
+def _reading_order() -> list:
+    """README.md, then the docs pages in the site's nav order, then any page the nav leaves out."""
+    loader = type("Loader", (yaml.SafeLoader,), {})
+    loader.add_multi_constructor("!", lambda *_: None)  # mkdocs.yml's !relative and friends
+    nav = yaml.load((REPO / "mkdocs.yml").read_text(encoding="utf-8"), Loader=loader)["nav"]
+    pages = [DOCS / p for p in _nav_pages(nav)]
+    return [README] + pages + [p for p in doc_pages([DOCS]) if p not in pages]
+
+
+PAGES = _reading_order()
+# `--8<-- "FILE"` / `--8<-- "FILE:SECTION"`: what the site includes into a page (pymdownx.snippets).
+_INCLUDE = re.compile(r'^--8<-- "([^":]+)(?::([\w-]+))?"\s*$', re.M)
+
+
+def _page_commands():
+    """Every shell command of every page, each once, in reading order."""
+    found = []
+    for page in PAGES:
+        for command in shell_commands(page.read_text(encoding="utf-8")):
+            if command not in found:
+                found.append(command)
+    return found
 
 # Appended to every training command (argparse: the last value of a flag wins).
 TINY_TRAIN = ["--epochs", "1", "--warmup-epochs", "0", "--num-frames", "8", "--image-size", "32", "--batch-size", "8",
@@ -40,7 +77,8 @@ TINY_SYNTHETIC = ["--synthetic-train", "48", "--synthetic-test", "24", "--worker
 # `make run` is `rdfer demo` = rdfer.engine.demo.run_demo; here with tiny sizes.
 DEMO = dict(epochs=1, synthetic_train=32, synthetic_test=16, num_frames=8, progress=False)
 
-# README command -> (extra arguments, or None to skip; why). Commands run in README order.
+# Command of a page -> (extra arguments, or None to skip; why). Commands run in reading order, each once.
+PACK = ["--num-frames", "8", "--image-size", "32", "--quiet"]
 COMMANDS = {
     "make run": (None, "run by the `workspace` fixture as `rdfer demo` with 1 epoch of 48 videos"),
     "make test": (None, "this test suite itself"),
@@ -53,9 +91,18 @@ COMMANDS = {
     "rdfer train dfew --root /data/DFEW --folds 1-5": (TINY_TRAIN, ""),
     "rdfer train ferv39k --root /data/FERV39K": (TINY_TRAIN, ""),
     "rdfer train csv --train train.csv --test test.csv": (TINY_TRAIN, ""),
-    "rdfer pack dfew --root /data/DFEW --fold 1 --split train --out packs/dfew1_train": (["--num-frames", "8", "--image-size", "32", "--quiet"], ""),
-    "rdfer pack dfew --root /data/DFEW --fold 1 --split test --out packs/dfew1_test": (["--num-frames", "8", "--image-size", "32", "--quiet"], ""),
+    "rdfer pack dfew --root /data/DFEW --fold 1 --split train --out packs/dfew1_train": (PACK, ""),
+    "rdfer pack dfew --root /data/DFEW --fold 1 --split test --out packs/dfew1_test": (PACK, ""),
     "rdfer train packed --train packs/dfew1_train --test packs/dfew1_test": (TINY_TRAIN, ""),
+    "rdfer pack ferv39k --root /data/FERV39K --split train --out packs/ferv_train": (PACK, ""),
+    "rdfer pack csv --csv train.csv --out packs/mine_train": (PACK, ""),
+    "rdfer pack csv --csv test.csv --classes happy,sad,neutral,angry,surprise,disgust,fear --out packs/mine_test": (PACK, ""),
+    "python benchmarks/dataloading.py": (None, "a benchmark (minutes): tests/test_benchmarks.py runs its --quick variant"),
+    "python benchmarks/scalability.py": (None, "a benchmark (minutes): tests/test_flops.py runs its --quick variant"),
+    "python benchmarks/scalability.py --device cuda": (None, "needs a GPU; the same code as the CPU run"),
+    "python benchmarks/scalability.py --backbones r3d_18 timm/resnet18 x3d_xs --no-timing": (
+        None, "the --quick run's code (tests/test_flops.py) on three full-size backbones: a minute of CPU"),
+    "python benchmarks/scalability.py --quick --out /tmp/s": (None, "tests/test_flops.py::test_scalability_quick_end_to_end runs it"),
     "rdfer train synthetic --noise-rate 0.3": (TINY_TRAIN, ""),
     "rdfer train synthetic --noise-rate 0.3 --recipe paper --out runs/synthetic_paper": (TINY_TRAIN, ""),
     "rdfer train dfew --root /data/DFEW --fold 1 --out runs/dfew_fold1": (TINY_TRAIN, ""),
@@ -67,6 +114,11 @@ COMMANDS = {
     "rdfer train ferv39k --root /data/FERV39K --config my.yaml --lr 3e-4": (TINY_TRAIN, ""),
     "torchrun --standalone --nproc_per_node=4 -m rdfer train dfew --root /data/DFEW --fold 1 --amp": (TINY_TRAIN, "2 processes on 2 cores"),
     "rdfer predict clip1.mp4 clip2.mov --checkpoint runs/demo/rdfer": ([], ""),
+    "rdfer train --config runs/demo/rdfer/config.yaml --out runs/rerun": (TINY_TRAIN, ""),
+    "rdfer publish runs/demo/rdfer --repo ORG/NAME --dry-run staged/rdfer-demo": ([], ""),
+    "rdfer publish runs/demo/rdfer --repo ORG/NAME": (None, "uploads to the Hugging Face Hub (tests: --dry-run above)"),
+    "rdfer predict clip.mp4 --checkpoint hf-hub:ORG/NAME": (None, "needs a published model; tests/test_hub.py loads one from a fake cache"),
+    "hf download ORG/NAME": (None, "downloads from the Hugging Face Hub"),
     "rdfer audit dfew --root /data/DFEW --fold 1 --checkpoint runs/dfew_fold1": (TINY_DATA, ""),
     "rdfer audit synthetic --checkpoint runs/demo/rdfer --synthetic-train 1200 --synthetic-test 600 --noise-rate 0.3 --synthetic-distribution long_tail": (TINY_SYNTHETIC, ""),
     "rdfer analyze synthetic --checkpoint runs/demo/rdfer --synthetic-train 1200 --synthetic-test 600 --noise-rate 0.3 --synthetic-distribution long_tail": (TINY_SYNTHETIC, ""),
@@ -75,12 +127,56 @@ COMMANDS = {
 }
 
 
-def test_every_readme_command_is_listed():
-    found = shell_commands(README.read_text(encoding="utf-8"))
+def test_every_docs_command_is_listed():
+    """The README's and every docs page's commands, against COMMANDS (a command on several pages
+    runs once, where a reader first meets it)."""
+    found = _page_commands()
+    assert len(found) == len(set(found))
     new = [c for c in found if c not in COMMANDS]
     gone = [c for c in COMMANDS if c not in found]
-    assert not new and not gone, f"README commands not in COMMANDS: {new}; listed but no longer in the README: {gone}"
-    assert len(found) == len(set(found)), "a README command appears twice; COMMANDS runs each once"
+    assert not new and not gone, (f"commands of README.md or docs/ not in COMMANDS: {new}; "
+                                  f"listed but on no page any more: {gone}")
+    assert README in PAGES and len(PAGES) > 8 and all(p.is_file() for p in PAGES)
+
+
+def test_every_code_block_is_run_or_shown():
+    """Every fence of every page, and of every file the site includes into a page, is code the
+    tests run (bash, python) or shown output or data (text, csv, diff): no unlabelled fence, no
+    indented one the parser would not see, no include of a missing file or README section."""
+    texts = {page: page.read_text(encoding="utf-8") for page in PAGES}
+    for page, text in list(texts.items()):
+        for m in _INCLUDE.finditer(text):
+            target = REPO / m.group(1)
+            assert target.is_file(), f"{page}: includes {m.group(1)}, which does not exist"
+            included = target.read_text(encoding="utf-8")
+            if m.group(2):
+                assert f"<!-- --8<-- [start:{m.group(2)}] -->" in included, f"{page}: no section {m.group(2)} in {m.group(1)}"
+            texts.setdefault(target, included)
+    assert len(texts) > len(PAGES), "the benchmark pages include benchmarks/results/*.md"
+    for path, text in texts.items():
+        for block in all_blocks(text):
+            assert block.lang in RUN_LANGS + SHOWN_LANGS, (
+                f"{path.relative_to(REPO)}:{block.line}: a ```{block.lang} fence; code is ```bash or ```python "
+                f"(run by this test), output and data are ```{' / ```'.join(SHOWN_LANGS)}")
+        indented = [n + 1 for n, line in enumerate(text.splitlines()) if re.match(r"^\s+```", line)]
+        assert not indented, f"{path.relative_to(REPO)}: indented fences at lines {indented} are not run"
+    assert sum(len(blocks(text, "python")) for text in texts.values()) >= 5
+
+
+def test_every_benchmark_result_is_a_docs_page():
+    """docs/benchmarks/results/NAME.md includes benchmarks/results/NAME.md, for every results file."""
+    results = {p.name for p in (REPO / "benchmarks" / "results").glob("*.md")}
+    pages = {p.name for p in (DOCS / "benchmarks" / "results").glob("*.md")}
+    assert results == pages, f"results without a page: {sorted(results - pages)}; pages without results: {sorted(pages - results)}"
+    for name in pages:
+        text = (DOCS / "benchmarks" / "results" / name).read_text(encoding="utf-8")
+        assert f'--8<-- "benchmarks/results/{name}"' in text
+
+
+def test_readme_stays_short():
+    """The README is what a newcomer needs in five minutes; the rest is in docs/."""
+    lines = README.read_text(encoding="utf-8").count("\n")
+    assert lines <= 200, f"README.md has {lines} lines: move sections into docs/"
 
 
 @contextmanager
@@ -165,12 +261,12 @@ def _run_pip(words, ws: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
-def test_every_readme_command_runs(workspace):
+def test_every_docs_command_runs(workspace):
     from rdfer.cli import main
 
     ws, outs = workspace, {}
     assert (ws / "runs" / "demo" / "rdfer" / "model.safetensors").is_file()
-    for n, command in enumerate(shell_commands(README.read_text(encoding="utf-8"))):
+    for n, command in enumerate(_page_commands()):
         start = time.time()
         extra, why = COMMANDS[command]
         if extra is None:
@@ -208,27 +304,29 @@ def test_every_readme_command_runs(workspace):
     assert (paper_run["lr"], paper_run["weight_decay"], paper_run["augment"]) == (7e-4, 0.05, True)
     for name in ("model.onnx", "model.torchscript.pt", "audit_train/audit.md", "analyze_test/analysis.md"):
         assert (ws / "runs" / "demo" / "rdfer" / name).is_file(), name
-    assert (ws / "packs" / "dfew1_train" / "index.json").is_file()
+    for pack in ("dfew1_train", "ferv_train", "mine_train", "mine_test"):
+        assert (ws / "packs" / pack / "index.json").is_file(), pack
     assert list(ws.glob("dist/rdfer-*.whl"))
 
 
-def test_readme_python_blocks_run(workspace):
-    """Every ```python block, in one session, as a reader pastes them (real processes: the same
-    runner the newcomer script uses against the installed wheel)."""
-    n = len(blocks(README.read_text(encoding="utf-8"), "python"))
-    assert n >= 4
-    proc = subprocess.run([sys.executable, str(REPO / "tests" / "readme.py"), "python", str(README), "--cwd", str(workspace)],
+PYTHON_PAGES = [p for p in PAGES if blocks(p.read_text(encoding="utf-8"), "python")]
+
+
+@pytest.mark.parametrize("page", PYTHON_PAGES, ids=[str(p.relative_to(REPO)) for p in PYTHON_PAGES])
+def test_docs_python_blocks_run(workspace, page):
+    """Every ```python block of a page, in one session, as a reader pastes them (a real process:
+    the same runner the newcomer script uses against the installed wheel)."""
+    n = len(blocks(page.read_text(encoding="utf-8"), "python"))
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "readme.py"), "python", str(page), "--cwd", str(workspace)],
                           capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert f"{n} README python blocks ran" in proc.stdout
+    assert f"{n} python blocks ran in 1 pages" in proc.stdout
 
 
-def test_readme_run_times_are_the_results_files():
-    """A run time the README states is the one its results file recorded, not typed by hand."""
-    import re
-
-    text = README.read_text(encoding="utf-8")
+def test_docs_run_times_are_the_results_files():
+    """A run time the docs state is the one its results file recorded, not typed by hand."""
+    text = (DOCS / "data.md").read_text(encoding="utf-8")
     meta = json.loads((REPO / "benchmarks" / "results" / "synthetic_learnability.json").read_text())["meta"]
     stated = re.search(r"(\d+) s in all\s*\n?\s*\(\[results\]\(benchmarks/results/synthetic_learnability\.md\)", text)
-    assert stated, "README: the learnability benchmark's run time and results link"
+    assert stated, "docs/data.md: the learnability benchmark's run time and results link"
     assert int(stated.group(1)) == round(meta["seconds"])

@@ -85,9 +85,13 @@ def test_every_numeric_option_has_a_range():
     from rdfer.engine.config import _CHOICES
     from rdfer.engine.datasets import DATASETS
 
-    numeric = {"int", "float", "Optional[int]", "Optional[float]"}
+    from rdfer.engine.config import AUTO_VALUES
+
+    numeric = {"int", "float", "Optional[int]", "Optional[float]", "Union[float, str]"}
     fields = {f.name for f in dataclasses.fields(TrainConfig) if f.type in numeric}
     assert fields == set(OPTION_RANGES)
+    # A number-or-word option: the word is the only text it takes.
+    assert {f.name for f in dataclasses.fields(TrainConfig) if f.type == "Union[float, str]"} == set(AUTO_VALUES)
     assert _CHOICES["dataset"] == DATASETS  # spelt out in config.py so that it needs no torch import
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices

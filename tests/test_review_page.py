@@ -1,6 +1,7 @@
 """The audit's review page: its content (plain HTML parsing, always) and its behaviour in a real
-headless Chromium driven over the DevTools protocol (skipped when chromium is not installed):
-no console errors, rows and images there, keyboard and mouse decisions, the corrected CSV."""
+headless Chromium driven over the DevTools protocol (skipped when chromium is not installed, and
+failed instead when the CI environment variable is set: CI must exercise the page; .ci/run installs
+Chromium): no console errors, rows and images there, keyboard and mouse decisions, the corrected CSV."""
 
 import json
 import os
@@ -249,10 +250,32 @@ class Chromium:
         os.close(self._w_cmd), os.close(self._r_out)
 
 
+def _require_browser(found) -> None:
+    """No browser ``found``: a failure when the CI environment variable is set (to anything but "",
+    "0" or "false", as CI services and .ci/run set it): CI must exercise the page; a skip elsewhere."""
+    if found is not None:
+        return
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false"):
+        pytest.fail("CI is set but no browser was found (chromium, chromium-browser or google-chrome on PATH): the "
+                    "review page must be tested in a browser in CI; .ci/run installs Chromium (apt-get install "
+                    "chromium)", pytrace=False)
+    pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
+
+
+def test_a_missing_browser_fails_in_ci_and_skips_elsewhere(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set but no browser was found"):
+        _require_browser(None)
+    _require_browser("/usr/bin/chromium")  # found: nothing to say
+    for value in ("", "0", "false"):
+        monkeypatch.setenv("CI", value)
+        with pytest.raises(pytest.skip.Exception, match="chromium is not installed"):
+            _require_browser(None)
+
+
 @pytest.fixture
 def browser(tmp_path):
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
+    _require_browser(CHROMIUM)
     b = Chromium(tmp_path / "profile")
     yield b
     b.close()

@@ -6,13 +6,14 @@ import math
 import pytest
 import torch
 
-from rdfer.losses import (ALL_STRATEGIES, HARD, NOISY, ORDINARY, ROBUST_STRATEGIES, STRATEGIES, AgreementLoss,
+from rdfer.losses import (ALL_STRATEGIES, CORRECTING_STRATEGIES, list_strategies, HARD, NOISY, ORDINARY, ROBUST_STRATEGIES, STRATEGIES, AgreementLoss,
                           class_quantile, flags_for_strategy)
 
 
 def test_strategy_lists():
     assert STRATEGIES == ("ce", "bigloss_up", "bigloss_down", "hard_up", "noisy_down", "agreement")  # Table IV, unchanged
-    assert ALL_STRATEGIES == STRATEGIES + ROBUST_STRATEGIES
+    assert ALL_STRATEGIES == STRATEGIES + ROBUST_STRATEGIES + CORRECTING_STRATEGIES
+    assert tuple(list_strategies()[: len(ALL_STRATEGIES)]) == ALL_STRATEGIES  # the registry holds them
     from rdfer import cli
 
     assert cli._STRATEGIES == ALL_STRATEGIES  # the CLI's torch-free copy agrees
@@ -324,3 +325,32 @@ def test_class_guard_bounds_and_flag():
     args = build_parser().parse_args(["train", "synthetic", "--noisy-class-guard", "0.5"])
     vars(args).pop("debug", None)
     assert _train_config_from_args(args).noisy_class_guard == 0.5
+
+
+def test_logit_adjustment_auto_resolves_from_the_class_counts():
+    from rdfer.engine.config import IMBALANCE_RATIO, TrainConfig, resolve_logit_adjustment
+
+    assert IMBALANCE_RATIO == 3.0
+    assert resolve_logit_adjustment("auto", [30, 10, 12]) == 1.0  # 3x: imbalanced
+    assert resolve_logit_adjustment("auto", [29, 10, 12]) == 0.0
+    assert resolve_logit_adjustment("auto", [40, 0, 20]) == 0.0  # an empty class does not count
+    assert resolve_logit_adjustment(0.5, [100, 1]) == 0.5  # a number is used as given
+    assert TrainConfig(logit_adjustment="auto").logit_adjustment == "auto"
+    with pytest.raises(ValueError, match="--logit-adjustment must be"):
+        TrainConfig(logit_adjustment="sometimes")
+    from rdfer.cli import _train_config_from_args, build_parser
+
+    args = build_parser().parse_args(["train", "synthetic", "--logit-adjustment", "auto"])
+    vars(args).pop("debug", None)
+    assert _train_config_from_args(args).logit_adjustment == "auto"
+
+
+@pytest.mark.parametrize("distribution, tau", [("long_tail", 1.0), ("uniform", 0.0)])
+def test_logit_adjustment_auto_in_a_training_run(tmp_path, capsys, distribution, tau):
+    from conftest import tiny_config
+    from rdfer.engine.train import train
+
+    results = train(tiny_config(tmp_path, epochs=1, noise_rate=0.0, synthetic_distribution=distribution,
+                                logit_adjustment="auto"))
+    assert results["logit_adjustment"] == tau
+    assert ("logit adjustment on, tau 1" in capsys.readouterr().out) == bool(tau)

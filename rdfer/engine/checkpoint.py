@@ -175,7 +175,9 @@ def _subfolders(folder: Path) -> List[Path]:
 
 
 def _model_file(path: PathLike) -> Path:
-    path = Path(path)
+    from .hub import resolve_checkpoint
+
+    path = resolve_checkpoint(path)  # hf-hub:ORG/NAME[@REVISION]: its snapshot in huggingface_hub's cache
     if path.is_dir():
         if (path / MODEL_FILE).is_file():
             return path / MODEL_FILE
@@ -211,15 +213,20 @@ def _run_of(file: Path) -> Path:
 
 
 def read_metadata(path: PathLike) -> Dict[str, str]:
-    """The raw safetensors metadata of a checkpoint (file or run folder)."""
+    """The raw safetensors metadata of a checkpoint (file, run folder, Hub-layout folder or
+    ``hf-hub:`` id); in a Hub-layout folder the rdfer ``config.json`` beside the weights fills in
+    a model config they lack, and one that contradicts them is refused (:mod:`rdfer.engine.hub`)."""
     from safetensors import safe_open
+
+    from .hub import metadata_with_hub_config
 
     file = _model_file(path)
     try:
         with safe_open(str(file), framework="pt") as f:
-            return dict(f.metadata() or {})
+            metadata = dict(f.metadata() or {})
     except Exception as err:
         raise CheckpointError(f"{file} is not a readable safetensors file: {err}") from err
+    return metadata_with_hub_config(file, metadata)
 
 
 # Options added after checkpoints were first written: an older checkpoint's config lacks them and
@@ -262,7 +269,10 @@ def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu", b
     """Rebuild an RDFER model from a checkpoint written by rdfer (file or run folder).
 
     Args:
-        path: a ``model.safetensors`` file or a run folder containing one.
+        path: a ``model.safetensors`` file, a run folder containing one, a folder laid out as a
+            Hugging Face Hub repository (``config.json`` + ``model.safetensors``), or
+            ``"hf-hub:ORG/NAME"`` / ``"hf-hub:ORG/NAME@REVISION"``: a model on the Hub, from
+            huggingface_hub's cache (downloaded once when missing; see :mod:`rdfer.engine.hub`).
         map_location: device for the weights.
         backbone: the backbone module, needed only when the model wrapped a custom module
             (not a registry name), which a checkpoint cannot rebuild by itself.

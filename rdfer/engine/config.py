@@ -117,6 +117,20 @@ class Range:
 
 
 _UNIT = dict(low=0.0, high=1.0)  # a share or a probability
+#: Numeric options that also take a word (checked as numbers otherwise).
+AUTO_VALUES: Dict[str, str] = {"logit_adjustment": "auto"}
+#: ``logit_adjustment="auto"`` turns the adjustment on (tau 1) when the largest training class has
+#: at least this many times the videos of the smallest (DFEW: about 20; FERV39K: about 10).
+IMBALANCE_RATIO = 3.0
+
+
+def resolve_logit_adjustment(value: Union[float, str], class_counts) -> float:
+    """The tau a run uses: ``value``, or for ``"auto"`` 1.0 when the training labels are imbalanced
+    (largest / smallest non-empty class >= :data:`IMBALANCE_RATIO`), else 0.0."""
+    if value != "auto":
+        return float(value)
+    counts = [float(c) for c in class_counts if float(c) > 0]
+    return 1.0 if counts and max(counts) / min(counts) >= IMBALANCE_RATIO else 0.0
 _SIZE = dict(low=1, high=1024, integer=True)  # frames, pixels: 1024 catches a typo before it allocates gigabytes
 
 #: The range of every numeric option, by :class:`TrainConfig` field name; the command line uses the
@@ -209,7 +223,8 @@ class TrainConfig:
     pretrained: Union[bool, str] = False
     model_options: Dict[str, Any] = field(default_factory=dict)  # wrap_with_rdfer overrides
     # -- loss ----------------------------------------------------------------------------
-    strategy: str = "agreement"  # rdfer.losses.ALL_STRATEGIES
+    strategy: str = "agreement"  # rdfer.list_strategies()
+    strategy_options: Dict[str, Any] = field(default_factory=dict)  # the rule's keyword arguments (issue 23)
     t_hard: float = 0.2
     t_noisy: float = 0.1
     lambda_hard: float = 1.5
@@ -224,7 +239,9 @@ class TrainConfig:
     gce_q: float = 0.7  # strategy gce
     noisy_max: float = 0.5  # strategy clip_vote: largest share flagged NOISY
     noisy_class_guard: float = 0.0  # NOISY only for labels of classes recognised at least this well (issue 28)
-    logit_adjustment: float = 0.0  # tau of the logit-adjusted loss (0: off)
+    # tau of the logit-adjusted loss (0: off, the paper's loss); "auto" (default since issue 23): 1
+    # when the training labels are imbalanced (largest / smallest class >= IMBALANCE_RATIO), else 0
+    logit_adjustment: Union[float, str] = "auto"
     class_weighted: bool = False
     balanced_sampler: bool = False
     # -- recipe --------------------------------------------------------------------------
@@ -261,7 +278,8 @@ class TrainConfig:
         options among their choices. Raises a one-line ValueError naming the option, the value and
         what is allowed; converts numbers written as text (YAML's ``1e-3``)."""
         for name, rng in OPTION_RANGES.items():
-            setattr(self, name, rng.check(option_name(name), getattr(self, name)))
+            if getattr(self, name) != AUTO_VALUES.get(name):
+                setattr(self, name, rng.check(option_name(name), getattr(self, name)))
         for name, choices in _CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"{option_name(name)} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
@@ -269,17 +287,23 @@ class TrainConfig:
             raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if not isinstance(self.model_options, dict):
             raise ValueError(f"model_options must be a mapping of wrap_with_rdfer options, got {self.model_options!r}")
+        if not isinstance(self.strategy_options, dict):
+            raise ValueError(f"strategy_options must be a mapping of the rule's options, got {self.strategy_options!r}")
 
     def validate_for_training(self) -> None:
         """:meth:`validate`, then what needs the whole configuration or the registries: the
         strategy, the model and backbone names, the synthetic generator's smallest sizes. Called
         by :func:`rdfer.engine.train.train` before anything is written."""
-        from ..losses import ALL_STRATEGIES
+        from ..losses import create_strategy, is_strategy, list_strategies
         from ..registry import check_backbone_name, check_model_name
 
         self.validate()
-        if self.strategy not in ALL_STRATEGIES:
-            raise ValueError(f"--strategy must be one of {', '.join(ALL_STRATEGIES)}, got {self.strategy!r}")
+        if not is_strategy(self.strategy):
+            raise ValueError(f"--strategy must be one of {', '.join(list_strategies())}, got {self.strategy!r}")
+        try:
+            create_strategy(self.strategy, **self.strategy_options)
+        except ValueError as err:
+            raise ValueError(f"--strategy-option: {err}") from None
         if self.model:
             check_model_name(self.model, "--model")
         if self.backbone:

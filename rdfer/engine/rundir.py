@@ -10,6 +10,14 @@
 * :func:`undo_failed_start`: a fresh run that fails before its first checkpoint leaves the
   folder as it was (what it created removed, what ``overwrite`` moved aside put back), so the
   corrected command runs without ``--overwrite``.
+* :func:`finish_run_folder`: a finished run's record: ``config.yaml`` holding exactly what re-runs
+  it (``rdfer train --config RUN/config.yaml --out OTHER``) and the model card ``README.md``.
+
+``README.md`` is one of rdfer's names (:data:`TRAIN_WRITES`): the model card. Like any file named
+as rdfer's own, a ``README.md`` already in ``--out`` stops a fresh run (nothing is replaced;
+``--overwrite`` moves it aside with the old run). A README.md of the user's own that appears in
+a run folder later (or in a run from before rdfer wrote cards, then resumed) is never replaced:
+only a card that carries rdfer's marker line is rewritten (:mod:`rdfer.engine.model_card`).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from .checkpoint import MODEL_FILE, clean_stale_temporaries, latest_checkpoint
 from .config import MAX_CONFIG_BYTES, RESUMABLE_CHANGES, TrainConfig, config_to_yaml, plain_yaml
 
 __all__ = ["RunFolderError", "RunLock", "RunStart", "prepare_run_folder", "undo_failed_start", "run_contents",
-           "config_differences", "TRAIN_WRITES", "RUN_FILES"]
+           "config_differences", "finish_run_folder", "INVOCATION_OPTIONS", "TRAIN_WRITES", "RUN_FILES"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 LOCK_FILE = ".lock"
@@ -37,7 +45,7 @@ _RUN_MARKERS = ("config.yaml", "metrics.jsonl", "results.json", MODEL_FILE, "che
 #: Every entry ``rdfer train`` writes in its run folder (``folds.json``: ``--folds``, in the parent).
 #: tests/test_reliability_rundir.py checks that a real run writes nothing else.
 TRAIN_WRITES = ("config.yaml", "train_data.json", "metrics.jsonl", "metrics.csv", "train.log", "tensorboard",
-                "checkpoints", "best_val", MODEL_FILE, "results.json", "confusion.csv", "confusion.png",
+                "checkpoints", "best_val", MODEL_FILE, "results.json", "README.md", "confusion.csv", "confusion.png",
                 "train_flags.csv", "bad_samples.txt", "folds.json")
 #: A run's files: :data:`TRAIN_WRITES` and what the other commands write next to its checkpoint
 #: by default (``rdfer eval|audit|analyze`` folders, ``rdfer export`` files). ``--overwrite``
@@ -346,3 +354,25 @@ def undo_failed_start(start: Optional[RunStart], say: Callable[[str], None] = pr
     if created or restored:
         say(f"the failed start left {run_dir} as it was: removed what it wrote ({', '.join(created) or 'nothing'})"
             + (f", put the earlier run back from {start.aside}" if restored else ""))
+
+
+#: Options that describe one invocation, not the run: how it was started (``--resume``,
+#: ``--overwrite``) and where this invocation stopped (``--stop-after``). A finished run's
+#: ``config.yaml`` stores their defaults, so that re-running it from that file trains the whole run,
+#: from scratch, without moving anything aside.
+INVOCATION_OPTIONS: Dict[str, Any] = {"resume": False, "overwrite": False, "stop_after": None}
+
+
+def finish_run_folder(run_dir: PathLike, cfg: TrainConfig, say: Callable[[str], None] = print) -> None:
+    """The record of a finished run (main process, after ``results.json``): ``config.yaml`` with
+    :data:`INVOCATION_OPTIONS` at their defaults, so ``rdfer train --config RUN/config.yaml --out
+    OTHER`` re-runs it as a whole, and the model card ``README.md`` (kept when it is the user's own)."""
+    import dataclasses
+
+    from .checkpoint import atomic_write_text
+    from .model_card import write_model_card
+
+    run_dir = Path(run_dir)
+    atomic_write_text(run_dir / "config.yaml", config_to_yaml(dataclasses.replace(cfg, **INVOCATION_OPTIONS)))
+    if write_model_card(run_dir) is None:
+        say(f"{run_dir / 'README.md'} is not rdfer's model card: left as it is (rdfer publish uploads it as the card)")

@@ -33,7 +33,7 @@ from .checkpoint import (
     save_model,
     save_training_checkpoint,
 )
-from .config import TrainConfig, config_to_yaml
+from .config import TrainConfig, config_to_yaml, resolve_logit_adjustment
 from .datasets import build_datasets, dataset_labels, split_validation
 from .distributed import DistInfo, all_agree, barrier, init_distributed, is_main
 from .evaluate import evaluate, progress_bar, run_inference, write_confusion
@@ -268,15 +268,21 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
         if "unknown options" not in str(err) and "unexpected keyword" not in str(err):
             raise
         raise ValueError(f"--model-option: {err}") from None
+    tau = resolve_logit_adjustment(cfg.logit_adjustment, _class_counts(train_set, num_classes).tolist())
+    if cfg.logit_adjustment == "auto" and tau and is_main() and not state:
+        counts = [c for c in _class_counts(train_set, num_classes).tolist() if c > 0]
+        print(f"imbalanced training labels (largest class {max(counts) / min(counts):.1f}x the smallest): logit "
+              f"adjustment on, tau {tau:g} (--logit-adjustment 0 turns it off)", flush=True)
     criterion = AgreementLoss(
         num_samples=len(train_full), t_hard=cfg.t_hard, t_noisy=cfg.t_noisy, lambda_hard=cfg.lambda_hard,
         lambda_noisy=cfg.lambda_noisy, label_smoothing=cfg.label_smoothing, aux_weight=cfg.aux_weight,
-        scope=cfg.loss_scope, strategy=cfg.strategy, start_epoch=cfg.effective_start_epoch(),
+        scope=cfg.loss_scope, strategy=cfg.strategy, strategy_options=cfg.strategy_options, num_classes=num_classes,
+        start_epoch=cfg.effective_start_epoch(),
         noisy_requires_mismatch=cfg.noisy_requires_mismatch, agree_min=cfg.agree_min,
         memory_momentum=cfg.memory_momentum, gce_q=cfg.gce_q, noisy_max=cfg.noisy_max,
         noisy_class_guard=cfg.noisy_class_guard,
-        logit_adjustment=cfg.logit_adjustment,
-        class_prior=_class_prior(train_set, num_classes) if cfg.logit_adjustment else None,
+        logit_adjustment=tau,
+        class_prior=_class_prior(train_set, num_classes) if tau else None,
         class_weight=_class_weights(train_set, num_classes) if cfg.class_weighted else None,
     ).to(device)
 
@@ -339,6 +345,8 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
         if isinstance(train_loader.sampler, DistributedSampler):
             train_loader.sampler.set_epoch(epoch)
         train_loader.generator.manual_seed(cfg.seed + epoch)
+        if hasattr(model, "set_epoch"):  # the locator warm-up (issue 24)
+            model.set_epoch(epoch)
         flags_in_effect = criterion.flags.clone() if (criterion.active and criterion.scope == "epoch") else None
         stats = _train_one_epoch(net, model, criterion, optimizer, scheduler, train_loader, train_tf, device,
                                  cfg, epoch, num_updates, autocast, bad_paths, num_classes, guard,
@@ -685,6 +693,7 @@ def _finish(cfg, model, criterion, train_full, test_loader, val_loader, eval_tf,
         "model": dict(model.config),
         "dataset": cfg.dataset,
         "strategy": cfg.strategy,
+        "logit_adjustment": float(criterion.logit_adjustment),
         "epochs": cfg.epochs,
         "test_last_epoch": test,
         "note": "test metrics are those of the last-epoch model (no selection on the test split)",
@@ -719,6 +728,9 @@ def _finish(cfg, model, criterion, train_full, test_loader, val_loader, eval_tf,
             atomic_write_text(run_dir / "bad_samples.txt", "\n".join(sorted(set(bad_paths) | set(preds.invalid_paths))) + "\n")
             results["bad_samples"] = len(set(bad_paths) | set(preds.invalid_paths))
         atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
+        from .rundir import finish_run_folder
+
+        finish_run_folder(run_dir, cfg)  # the record of the run: config.yaml that re-runs it, the model card README.md
     return results
 
 
@@ -736,10 +748,12 @@ def flag_quality(flagged: torch.Tensor, truth: torch.Tensor) -> Dict[str, float]
 def _write_train_flags(path: Path, criterion: AgreementLoss, dataset) -> None:
     names = ("ordinary", "hard", "noisy")
     seen = criterion.mem_stamp > 0
-    lines = ["index,label,mode_class,agreement,confidence,loss,flag"]
+    target = criterion.corrected_labels()  # the label each sample is trained toward (a correcting rule's)
+    lines = ["index,label,mode_class,agreement,confidence,loss,target,flag"]
     for i in seen.nonzero().squeeze(1).tolist():
         lines.append(
             f"{i},{int(criterion.mem_label[i])},{int(criterion.mem_mode[i])},{float(criterion.mem_agreement[i]):.4f},"
-            f"{float(criterion.mem_confidence[i]):.4f},{float(criterion.mem_loss[i]):.4f},{names[int(criterion.flags[i])]}"
+            f"{float(criterion.mem_confidence[i]):.4f},{float(criterion.mem_loss[i]):.4f},{int(target[i])},"
+            f"{names[int(criterion.flags[i])]}"
         )
     atomic_write_text(path, "\n".join(lines) + "\n")

@@ -79,7 +79,7 @@ class FrameBaseline(nn.Module):
         clip_logits = rearrange(token_logits, "b (n1 l) k -> b n1 l k", n1=self.n_clips).mean(2)
         glimpse_logits = clip_logits.new_zeros(b, 0, self.num_classes)
         return RDFEROutput(clip_logits.mean(1), clip_logits, where.mu, where.delta, tokens.mean(1), where.positions,
-                           glimpse_logits)
+                           glimpse_logits, clip_logits.new_zeros(b, 0))
 
     @torch.no_grad()
     def predict(self, video: torch.Tensor):

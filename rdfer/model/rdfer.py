@@ -32,9 +32,13 @@ class RDFEROutput(NamedTuple):
     delta: torch.Tensor  # (B,) stride between recognised frames, in loaded-frame units
     features: torch.Tensor  # (B, d) fused dual-stream feature f (before the summary is appended)
     positions: torch.Tensor  # (B, n_clips*clip_len) the frame positions read, in [0, T-1]
-    # (B, G, K) the "peak" / "saliency" locators' per-glimpse class logits (trained by the loss's
-    # multiple-instance term); (B, 0, K) for the other locators and without re-sampling.
+    # (B, G, K) the "peak" / "saliency" / "keyinstance" locators' per-glimpse class logits (trained
+    # by the loss's multiple-instance term); (B, 0, K) for the other locators and without re-sampling.
     glimpse_logits: torch.Tensor
+    # (B, C) the "keyinstance" locator's centres (fractions of the video, trained by the loss's L1
+    # key-instance term); (B, 0) otherwise. Optional, so outputs built by users' own models with
+    # the seven fields above still work (RDFER and the frame baseline always fill it).
+    centres: Optional[torch.Tensor] = None
 
 
 class RDFERPrediction(NamedTuple):
@@ -63,6 +67,11 @@ DEFAULT_CONFIG: Dict[str, Any] = dict(
     # clip-level detector falls back to "mean".
     locator="peak",
     locator_grad=True,
+    # Issue 24: "keyinstance" reads n / num_centres frames around each of its centres; the
+    # recognizer reads uniformly spread frames during the first locator_warmup_epochs epochs
+    # (call model.set_epoch(epoch); `rdfer train` does).
+    num_centres=4,
+    locator_warmup_epochs=0,
     sampling="linear",
     resample=True,
     summary=True,
@@ -99,6 +108,8 @@ class RDFER(nn.Module):
         delta_min_frac: float = 0.25,
         locator: str = "peak",
         locator_grad: bool = True,
+        num_centres: int = 4,
+        locator_warmup_epochs: int = 0,
         sampling: str = "linear",
         resample: bool = True,
         summary: bool = True,
@@ -121,7 +132,7 @@ class RDFER(nn.Module):
                 raise ValueError("resample=True needs a detector")
             self.sampler: Optional[KeyExpressionSampler] = KeyExpressionSampler(
                 detector, n, num_glimpses, summary_dim, summary, delta_min_frac,
-                locator=locator, num_classes=num_classes, locator_grad=locator_grad,
+                locator=locator, num_classes=num_classes, locator_grad=locator_grad, num_centres=num_centres,
             )
         else:
             self.sampler = None  # no detector, hence no global summary either (Table III)
@@ -138,6 +149,15 @@ class RDFER(nn.Module):
         self.frame_head = nn.Linear(backbone.feature_dim, num_classes) if frame_head else None
         self.frame_head_clips = frame_head is True
         self.config: Dict[str, Any] = {}  # filled by wrap_with_rdfer; saved with checkpoints
+        if locator_warmup_epochs < 0:
+            raise ValueError(f"locator_warmup_epochs must be >= 0, got {locator_warmup_epochs}")
+        self.locator_warmup_epochs = int(locator_warmup_epochs)
+        self.reading_uniform = False  # set by set_epoch during the locator warm-up (training only)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the model the (0-based) training epoch: during the first ``locator_warmup_epochs``
+        the recognizer reads uniformly spread frames while the locator learns where to look."""
+        self.reading_uniform = epoch < self.locator_warmup_epochs
 
     @property
     def num_frames_read(self) -> int:
@@ -149,6 +169,9 @@ class RDFER(nn.Module):
         b = video.shape[0]
         if self.sampler is not None:
             where = self.sampler(video)
+            if self.reading_uniform and self.training:  # locator warm-up: it learns, the recognizer reads uniformly
+                uniform = uniform_positions(video.shape[2], self.num_frames_read, b, video.device, video.dtype)
+                where = where._replace(positions=uniform.positions, mu=uniform.mu, delta=uniform.delta)
         else:
             where = uniform_positions(video.shape[2], self.num_frames_read, b, video.device, video.dtype)
         frames = read_frames(video, where.positions, self.sampling)  # (B, C, n, H, W)
@@ -171,7 +194,8 @@ class RDFER(nn.Module):
         glimpse_logits = where.glimpse_logits
         if glimpse_logits is None:
             glimpse_logits = clip_logits.new_zeros(b, 0, self.num_classes)
-        return RDFEROutput(logits, clip_logits, where.mu, where.delta, f, where.positions, glimpse_logits)
+        centres = where.centres if where.centres is not None else clip_logits.new_zeros(b, 0)
+        return RDFEROutput(logits, clip_logits, where.mu, where.delta, f, where.positions, glimpse_logits, centres)
 
     @torch.no_grad()
     def predict(self, video: torch.Tensor) -> RDFERPrediction:
@@ -215,9 +239,10 @@ def wrap_with_rdfer(
         **config: overrides of :data:`DEFAULT_CONFIG` -- ``num_glimpses=16``, ``n_clips=4``,
             ``clip_len=4``, ``detector="tiny_cnn"`` (a frame-level registry name or a module),
             ``summary_dim=128``, ``d_model=512``, ``sequence_model="bilstm"``, ``fusion="sum"``,
-            ``delta_min_frac=0.25``, ``locator="peak"`` (``"saliency"``, ``"mean"``, ``"map"``: see
+            ``delta_min_frac=0.25``, ``locator="peak"`` (``"keyinstance"``, ``"saliency"``, ``"mean"``, ``"map"``: see
             :mod:`rdfer.model.sampler`; ``"mean"`` when a clip-level detector is given and no
-            locator), ``locator_grad=True``, ``sampling="linear"``, and the Table III switches
+            locator), ``locator_grad=True``, ``num_centres=4`` and ``locator_warmup_epochs=0``
+            (``"keyinstance"``; the warm-up for any locator), ``sampling="linear"``, and the Table III switches
             ``resample``, ``summary``, ``dual_stream``, ``hierarchical`` (all True); ``frame_head``
             (a linear head on the backbone's tokens added to both heads' logits, issue 28).
 

@@ -17,6 +17,11 @@ Four locators turn the glimpse features into a window (``locator=``):
 * ``"peak"``: the same evidence, but only the glimpses within ``ceil(G / 4)`` of the most salient
   one count, so two separate bursts of evidence give a window on the stronger one instead of a
   window spanning both.
+* ``"keyinstance"`` (issue 24, after HNrbs-DFER's key-instance loss): the same per-glimpse class
+  logits, and a head on the time-ordered glimpse features that predicts ``num_centres`` centres.
+  The loss pulls the sorted centres, by L1, toward the positions of the ``num_centres`` glimpses
+  where the labelled class is most probable (multiple-instance pseudo-targets); each centre then
+  reads ``n / num_centres`` consecutive frames at hard indices (no gradient through the reading).
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ import torch
 import torch.nn as nn
 
 __all__ = ["KeyExpressionSampler", "SamplerOutput", "LOCATORS", "EVIDENCE_LOCATORS", "glimpse_indices", "mil_logits", "uniform_positions",
-           "read_frames"]
+           "read_frames", "keyinstance_positions", "keyinstance_targets"]
 
-LOCATORS = ("mean", "map", "saliency", "peak")
-EVIDENCE_LOCATORS = ("saliency", "peak")  # per-glimpse class logits, trained by the multiple-instance term
+LOCATORS = ("mean", "map", "saliency", "peak", "keyinstance")
+# Per-glimpse class logits, trained by the multiple-instance term.
+EVIDENCE_LOCATORS = ("saliency", "peak", "keyinstance")
 
 
 class SamplerOutput(NamedTuple):
@@ -39,7 +45,8 @@ class SamplerOutput(NamedTuple):
     mu: torch.Tensor  # (B,) window centre as a fraction of the video, c / (T-1)
     delta: torch.Tensor  # (B,) stride between recognised frames, in frames
     summary: Optional[torch.Tensor]  # (B, summary_dim) global summary S, or None
-    glimpse_logits: Optional[torch.Tensor] = None  # (B, G, K) per-glimpse class logits ("saliency", "peak"), or None
+    glimpse_logits: Optional[torch.Tensor] = None  # (B, G, K) per-glimpse class logits (evidence locators), or None
+    centres: Optional[torch.Tensor] = None  # (B, C) "keyinstance": the predicted centres, fractions of the video
 
 
 def mil_logits(glimpse_logits: torch.Tensor) -> torch.Tensor:
@@ -98,6 +105,33 @@ def read_frames(video: torch.Tensor, positions: torch.Tensor, mode: str = "linea
     return frames.reshape(b, n, c, h * w).transpose(1, 2).reshape(b, c, n, h, w)
 
 
+def keyinstance_positions(centres: torch.Tensor, num_frames: int, n: int, delta_min_frac: float = 0.25) -> torch.Tensor:
+    """Hard frame indices around sorted ``centres`` (B, C) (fractions of the video), ``(B, n)``.
+
+    Each centre reads ``n / C`` consecutive frames at a stride of ``max(1, round(delta_min_frac *
+    (T - 1) / (n - 1)))`` loaded frames (the re-sampler's smallest stride), shifted inwards at the
+    ends of the video; the clips come out in time order.
+    """
+    b, c = centres.shape
+    m, num_frames = n // c, int(num_frames)  # int: a traced shape may arrive as a tensor
+    stride = max(1.0, float(round(delta_min_frac * (num_frames - 1) / max(n - 1, 1))))
+    half = min((m - 1) * stride / 2, (num_frames - 1) / 2)
+    frames = centres.sort(dim=1).values * (num_frames - 1)
+    frames = frames.clamp(half, num_frames - 1 - half)
+    offsets = (torch.arange(m, device=centres.device, dtype=centres.dtype) - (m - 1) / 2) * stride
+    return (frames.unsqueeze(2) + offsets).round().clamp(0, num_frames - 1).flatten(1)
+
+
+def keyinstance_targets(glimpse_logits: torch.Tensor, target: torch.Tensor, num_centres: int) -> torch.Tensor:
+    """Multiple-instance pseudo-targets ``(B, C)``: the cell centres ``(g + 0.5) / G`` of the
+    ``num_centres`` glimpses where the class ``target`` (B,) is most probable, sorted."""
+    g = glimpse_logits.shape[1]
+    p = glimpse_logits.detach().float().softmax(dim=-1)
+    p = p.gather(2, target.view(-1, 1, 1).expand(-1, g, 1)).squeeze(2)  # (B, G)
+    top = p.topk(num_centres, dim=1).indices
+    return ((top.float() + 0.5) / g).sort(dim=1).values
+
+
 class KeyExpressionSampler(nn.Module):
     """Detector + re-sampling positions (SPEC 3.1-3.2).
 
@@ -117,6 +151,8 @@ class KeyExpressionSampler(nn.Module):
         num_classes: ``K`` for the ``"saliency"`` / ``"peak"`` locators' per-glimpse class head.
         locator_grad: with ``"saliency"`` / ``"peak"``, let the recognizer's loss reach the saliency through
             the interpolation (``False``: only the multiple-instance loss trains it).
+        num_centres: ``"keyinstance"``: centres predicted, each reading ``n / num_centres``
+            consecutive frames (a divisor of ``n``, at most ``num_glimpses``).
     """
 
     # sigmoid(3) = 0.95: the first forward reads a window spanning ~96% of the video, centred,
@@ -134,8 +170,12 @@ class KeyExpressionSampler(nn.Module):
         locator: str = "mean",
         num_classes: Optional[int] = None,
         locator_grad: bool = True,
+        num_centres: int = 4,
     ) -> None:
         super().__init__()
+        if locator == "keyinstance" and not (1 <= num_centres <= num_glimpses and num_positions % num_centres == 0):
+            raise ValueError(f"locator='keyinstance' needs num_centres dividing the {num_positions} frames read and "
+                             f"at most num_glimpses={num_glimpses}, got {num_centres}")
         if not 0.0 <= delta_min_frac <= 1.0:
             raise ValueError(f"delta_min_frac must be in [0, 1], got {delta_min_frac}")
         if locator not in LOCATORS:
@@ -153,6 +193,12 @@ class KeyExpressionSampler(nn.Module):
         dim = detector.feature_dim
         if locator in EVIDENCE_LOCATORS:
             self.glimpse_head = nn.Linear(dim, num_classes)
+            if locator == "keyinstance":
+                # Centres from the time-ordered glimpse map, starting evenly spread (uniform-like reading).
+                self.centre_head = nn.Linear(dim * num_glimpses, num_centres)
+                nn.init.normal_(self.centre_head.weight, std=0.01)
+                with torch.no_grad():
+                    self.centre_head.bias.copy_(torch.logit((torch.arange(num_centres) + 0.5) / num_centres))
         else:
             # F_d: the two location logits a (stride) and b (centre), from the averaged features
             # ("mean") or from the whole time-ordered map ("map").
@@ -171,7 +217,15 @@ class KeyExpressionSampler(nn.Module):
         f = feats.mean(dim=1) if feats.dim() == 3 else feats
         delta_max = (t - 1) / max(n - 1, 1)
         delta_min = self.delta_min_frac * delta_max
-        glimpse_logits = None
+        glimpse_logits = centres = None
+        if self.locator_kind == "keyinstance":
+            glimpse_logits = self.glimpse_head(feats)
+            centres = torch.sigmoid(self.centre_head(feats.flatten(1)))  # (B, C)
+            positions = keyinstance_positions(centres.detach(), t, n, self.delta_min_frac)
+            lo, hi = positions.min(dim=1).values, positions.max(dim=1).values
+            summary = torch.sigmoid(self.summary_head(f)) if self.summary_head is not None else None
+            return SamplerOutput(positions=positions, mu=(lo + hi) / 2 / max(t - 1, 1), delta=(hi - lo) / max(n - 1, 1),
+                                 summary=summary, glimpse_logits=glimpse_logits, centres=centres)
         if self.locator_kind in EVIDENCE_LOCATORS:
             glimpse_logits = self.glimpse_head(feats)  # (B, G, K)
             centre, delta = self._saliency_window(glimpse_logits, t, delta_min, delta_max)

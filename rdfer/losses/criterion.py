@@ -1,180 +1,21 @@
-"""Agreement-based loss reweighting (paper III-A, Eq. 2; SPEC section 4).
-
-If the per-clip predictions of a video disagree, the video is HARD: learn more from it. If they
-agree but the loss is high, the label is probably wrong (NOISY): learn less. Everything else is
-ORDINARY.
+"""The training criterion: reweighted or target-corrected cross-entropy from what the clips of
+each video say (paper III-A, Eq. 2; SPEC section 4). The rule ("strategy") comes from the
+registry of :mod:`rdfer.losses.registry`.
 """
 
 from __future__ import annotations
 
-import math
-from typing import NamedTuple, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = [
-    "ROBUST_STRATEGIES",
-    "ALL_STRATEGIES",
-    "class_quantile",
-    "ORDINARY",
-    "HARD",
-    "NOISY",
-    "FLAG_NAMES",
-    "STRATEGIES",
-    "AgreementStats",
-    "agreement",
-    "agreement_stats",
-    "flag_samples",
-    "flags_for_strategy",
-    "AgreementLoss",
-]
+from .agreement import NOISY, ORDINARY, AgreementStats, agreement_stats
+from .registry import FlagOptions, LossRule, SampleView, create_strategy
 
-ORDINARY, HARD, NOISY = 0, 1, 2
-FLAG_NAMES = ("ordinary", "hard", "noisy")
-# Table IV: vanilla CE, big-loss strengthening / weakening (the small-loss trick), hard only,
-# noisy only, and both (RDFER).
-STRATEGIES = ("ce", "bigloss_up", "bigloss_down", "hard_up", "noisy_down", "agreement")
-# Beyond the paper (issue 14), measured in benchmarks/noise_robustness.py:
-# * ``gce``: generalized cross-entropy (Zhang & Sabuncu, 2018), a robust loss that needs no flags;
-# * ``class_small_loss``: the small-loss trick ranked within each labelled class (per-class
-#   quantiles), so a rare class whose clean samples all have high loss is not dropped wholesale;
-# * ``vote_small_loss``: NOISY = the highest losses among samples whose clips agree
-#   (agreement >= ``agree_min``) on a class that is not the label;
-# * ``hard_disagree``: HARD = the highest losses among samples whose clips disagree;
-# * ``consensus``: both, with the NOISY candidates ranked by their per-class loss quantile.
-# * ``clip_vote``: every sample whose clips agree on a class that is not its label is NOISY, up
-#   to ``noisy_max`` of the set (the count follows the noise instead of a fixed ``t_noisy``);
-#   HARD as in ``hard_disagree``.
-ROBUST_STRATEGIES = ("gce", "class_small_loss", "vote_small_loss", "hard_disagree", "consensus", "clip_vote")
-ALL_STRATEGIES = STRATEGIES + ROBUST_STRATEGIES
-
-
-class AgreementStats(NamedTuple):
-    agreement: torch.Tensor  # (B,) share of clips whose arg-max is the mode class
-    confidence: torch.Tensor  # (B,) mean over clips of the softmax probability of the mode class
-    mode_class: torch.Tensor  # (B,) the most frequent clip prediction
-
-
-def agreement_stats(clip_logits: torch.Tensor) -> AgreementStats:
-    """Agreement, confidence and mode class from ``clip_logits`` (B, n_clips, K).
-
-    A tie between modes (e.g. 2-2 with four clips) goes to the class with the higher summed
-    probability over the clips.
-    """
-    n_clips, k = clip_logits.shape[1], clip_logits.shape[2]
-    probs = clip_logits.detach().float().softmax(dim=-1)
-    votes = F.one_hot(clip_logits.detach().argmax(dim=-1), k).sum(dim=1)  # (B, K)
-    top = votes.max(dim=1).values
-    summed = probs.sum(dim=1)
-    mode = torch.where(votes == top.unsqueeze(1), summed, torch.full_like(summed, -1.0)).argmax(dim=1)
-    return AgreementStats(
-        agreement=top.float() / n_clips,
-        confidence=summed.gather(1, mode.unsqueeze(1)).squeeze(1) / n_clips,
-        mode_class=mode,
-    )
-
-
-def agreement(clip_logits: torch.Tensor) -> torch.Tensor:
-    """Share of the ``n_clips`` clips predicting the most frequent class: ``(B, n, K) -> (B,)``.
-
-    Four clips predicting Neutral, Surprise, Happy, Happy give 0.5 (the paper's example).
-    """
-    return agreement_stats(clip_logits).agreement
-
-
-def _count(fraction: float, n: int) -> int:
-    return int(math.floor(fraction * n + 0.5))
-
-
-def _order(primary: torch.Tensor, secondary: torch.Tensor, descending: bool) -> torch.Tensor:
-    """Indices sorted by (primary, secondary), both ascending or both descending; remaining
-    ties keep index order (two stable sorts)."""
-    idx = torch.sort(secondary, descending=descending, stable=True).indices
-    return idx[torch.sort(primary[idx], descending=descending, stable=True).indices]
-
-
-def flag_samples(
-    agreement: torch.Tensor,
-    loss: torch.Tensor,
-    confidence: torch.Tensor,
-    t_hard: float = 0.2,
-    t_noisy: float = 0.1,
-    noisy_requires_mismatch: bool = False,
-    mode_class: Optional[torch.Tensor] = None,
-    labels: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """Flag N samples ORDINARY (0), HARD (1) or NOISY (2).
-
-    The ``floor(t_hard*N + 0.5)`` samples of lowest agreement (ties: lower confidence first) are
-    HARD; among the rest, the ``floor(t_noisy*N + 0.5)`` first in the order (agreement
-    descending, loss descending) are NOISY. With ``noisy_requires_mismatch`` only samples whose
-    ``mode_class`` differs from their label may be NOISY.
-
-    Returns:
-        LongTensor (N,) of flags.
-    """
-    n = agreement.numel()
-    agreement, loss, confidence = agreement.detach().float(), loss.detach().float(), confidence.detach().float()
-    flags = torch.full((n,), ORDINARY, dtype=torch.long, device=agreement.device)
-    if n == 0:
-        return flags
-    hard = _order(agreement, confidence, descending=False)[: _count(t_hard, n)]
-    flags[hard] = HARD
-    candidates = _order(agreement, loss, descending=True)
-    candidates = candidates[flags[candidates] == ORDINARY]
-    if noisy_requires_mismatch:
-        if mode_class is None or labels is None:
-            raise ValueError("noisy_requires_mismatch=True needs mode_class and labels")
-        candidates = candidates[mode_class[candidates] != labels[candidates]]
-    flags[candidates[: _count(t_noisy, n)]] = NOISY
-    return flags
-
-
-def class_quantile(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Each value's quantile within its labelled class, ``(N,) -> (N,)`` in ``(0, 1]``.
-
-    The largest value of a class gets 1, the smallest ``1 / n_c``; ties keep index order. Ranking
-    by it instead of by the raw value takes the same share from every class, so a rare class
-    whose clean samples all have high loss is not flagged wholesale.
-    """
-    q = torch.zeros_like(values, dtype=torch.float)
-    for c in labels.unique():
-        idx = (labels == c).nonzero().squeeze(1)
-        order = torch.sort(values[idx], stable=True).indices
-        ranks = torch.empty_like(order)
-        ranks[order] = torch.arange(1, idx.numel() + 1, device=values.device)
-        q[idx] = ranks.float() / idx.numel()
-    return q
-
-
-def _robust_flags(strategy: str, agreement: torch.Tensor, loss: torch.Tensor, mode_class: torch.Tensor,
-                  labels: torch.Tensor, t_hard: float, t_noisy: float, agree_min: float,
-                  noisy_max: float) -> torch.Tensor:
-    """Flags of the :data:`ROBUST_STRATEGIES`; at most ``floor(t*N + 0.5)`` of each kind
-    (``clip_vote``: ``t_noisy`` is replaced by ``noisy_max``, a cap rather than a quota)."""
-    n = agreement.numel()
-    flags = torch.full((n,), ORDINARY, dtype=torch.long, device=agreement.device)
-    if strategy == "class_small_loss":
-        by_rank = _order(class_quantile(loss, labels), loss, descending=True)
-        flags[by_rank[: _count(t_noisy, n)]] = NOISY
-        return flags
-    agree = agreement >= agree_min - 1e-6
-    if strategy in ("vote_small_loss", "consensus", "clip_vote"):
-        # The clips settle on a class and it is not the label: the label is suspect; among those,
-        # the highest losses (within their labelled class for "consensus") are the most suspect.
-        suspect = (agree & (mode_class != labels)).nonzero().squeeze(1)
-        key = class_quantile(loss, labels)[suspect] if strategy == "consensus" else loss[suspect]
-        ranked = suspect[_order(key, loss[suspect], descending=True)]
-        flags[ranked[: _count(noisy_max if strategy == "clip_vote" else t_noisy, n)]] = NOISY
-    if strategy in ("hard_disagree", "consensus", "clip_vote"):
-        # Hard = the clips disagree *and* the video is not learnt yet (high loss).
-        split = (~agree & (flags == ORDINARY)).nonzero().squeeze(1)
-        ranked = split[torch.sort(loss[split], descending=True, stable=True).indices]
-        flags[ranked[: _count(t_hard, n)]] = HARD
-    return flags
+__all__ = ["AgreementLoss", "flags_for_strategy"]
 
 
 def flags_for_strategy(
@@ -190,37 +31,27 @@ def flags_for_strategy(
     agree_min: float = 0.75,
     noisy_max: float = 0.5,
 ) -> torch.Tensor:
-    """Flags for one of the Table IV :data:`STRATEGIES` or the :data:`ROBUST_STRATEGIES`.
+    """Flags (N,) of the registered rule ``strategy`` for N samples.
 
     ``bigloss_up`` flags the top ``t_hard`` by loss HARD, ``bigloss_down`` the top ``t_noisy``
     by loss NOISY (the small-loss trick); ``hard_up`` / ``noisy_down`` keep one kind of the
-    agreement flags; ``agreement`` keeps both; ``ce`` and ``gce`` flag nothing. The robust
-    strategies need ``mode_class`` and ``labels``; see :func:`_robust_flags`.
+    agreement flags; ``agreement`` keeps both; ``ce`` and ``gce`` flag nothing. Rules that read
+    the clip vote (``LossRule.needs_votes``) need ``mode_class`` and ``labels``.
     """
-    if strategy not in ALL_STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose from {ALL_STRATEGIES}")
-    n = agreement.numel()
-    flags = torch.full((n,), ORDINARY, dtype=torch.long, device=agreement.device)
-    if strategy in ("ce", "gce") or n == 0:
-        return flags
-    if strategy in ROBUST_STRATEGIES:
-        if mode_class is None or labels is None:
-            raise ValueError(f"strategy {strategy!r} needs mode_class and labels")
-        return _robust_flags(strategy, agreement.detach().float(), loss.detach().float(), mode_class, labels,
-                             t_hard, t_noisy, agree_min, noisy_max)
-    if strategy in ("bigloss_up", "bigloss_down"):
-        by_loss = torch.sort(loss.detach().float(), descending=True, stable=True).indices
-        if strategy == "bigloss_up":
-            flags[by_loss[: _count(t_hard, n)]] = HARD
-        else:
-            flags[by_loss[: _count(t_noisy, n)]] = NOISY
-        return flags
-    flags = flag_samples(agreement, loss, confidence, t_hard, t_noisy, noisy_requires_mismatch, mode_class, labels)
-    if strategy == "hard_up":
-        flags[flags == NOISY] = ORDINARY
-    elif strategy == "noisy_down":
-        flags[flags == HARD] = ORDINARY
-    return flags
+    rule = create_strategy(strategy)
+    return _rule_flags(rule, SampleView(agreement, loss, confidence, mode_class, labels),
+                       FlagOptions(t_hard, t_noisy, noisy_requires_mismatch, agree_min, noisy_max))
+
+
+def _rule_flags(rule: LossRule, view: SampleView, options: FlagOptions) -> torch.Tensor:
+    n = view.agreement.numel()
+    if n == 0:
+        return torch.full((0,), ORDINARY, dtype=torch.long, device=view.agreement.device)
+    if rule.needs_votes and (view.mode_class is None or view.labels is None):
+        raise ValueError(f"strategy {rule.name!r} needs mode_class and labels")
+    view = SampleView(view.agreement.detach().float(), view.loss.detach().float(),
+                      view.confidence.detach().float(), view.mode_class, view.labels)
+    return rule.flags(view, options)
 
 
 class AgreementLoss(nn.Module):
@@ -240,7 +71,12 @@ class AgreementLoss(nn.Module):
 
     Args:
         num_samples: size of the training set (indices are ``0 .. num_samples-1``).
-        strategy: one of :data:`ALL_STRATEGIES` (Table IV's six, then the robust rules).
+        strategy: a registered rule name (:func:`~rdfer.list_strategies`: Table IV's six, the
+            robust flag rules, the label-correcting rules ``elr``, ``clip_correct``, ``mixture``)
+            or a :class:`~rdfer.LossRule` instance.
+        strategy_options: keyword arguments of the rule (e.g. ``{"source": "clips"}`` for ``elr``).
+        num_classes: K; needed by the rules that keep (N, K) per-sample state (``elr``,
+            ``clip_correct``, ``mixture``).
         class_weight: optional (K,) weights for class-weighted CE.
         locator_weight: weight of the locator's multiple-instance term ("peak" and "saliency" locators).
         locator_target: ``"label"`` or ``"prediction"`` (the target of that term).
@@ -283,6 +119,8 @@ class AgreementLoss(nn.Module):
         logit_adjustment: float = 0.0,
         class_prior: Optional[torch.Tensor] = None,
         noisy_class_guard: float = 0.0,
+        num_classes: Optional[int] = None,
+        strategy_options: Optional[Dict[str, Any]] = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= noisy_class_guard <= 1.0:
@@ -311,12 +149,17 @@ class AgreementLoss(nn.Module):
         self.locator_weight, self.locator_target = locator_weight, locator_target
         if scope not in ("epoch", "batch"):
             raise ValueError(f"scope must be 'epoch' or 'batch', got {scope!r}")
-        if strategy not in ALL_STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; choose from {ALL_STRATEGIES}")
+        self.rule = create_strategy(strategy, **(strategy_options or {}))
+        if self.rule.needs_num_classes:
+            if not num_classes or num_classes < 1:
+                raise ValueError(f"strategy {self.rule.name!r} needs num_classes")
+            if scope != "epoch":
+                raise ValueError(f"strategy {self.rule.name!r} works on the per-sample memory: scope must be 'epoch'")
+        self.num_classes = num_classes
         self.num_samples = num_samples
         self.t_hard, self.t_noisy = t_hard, t_noisy
         self.label_smoothing, self.aux_weight = label_smoothing, aux_weight
-        self.scope, self.strategy, self.start_epoch = scope, strategy, start_epoch
+        self.scope, self.strategy, self.start_epoch = scope, self.rule.name, start_epoch
         self.noisy_requires_mismatch = noisy_requires_mismatch
         self.register_buffer("weights", torch.tensor([lambda_ordinary, lambda_hard, lambda_noisy]))
         self.register_buffer("class_weight", None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float))
@@ -332,40 +175,51 @@ class AgreementLoss(nn.Module):
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         self.last_flags: Optional[torch.Tensor] = None
+        # Per-sample buffers merged across DDP processes (newest stamp wins); rules add theirs.
+        self._sample_buffers: List[str] = ["mem_agreement", "mem_loss", "mem_confidence", "mem_mode", "mem_label",
+                                           "mem_stamp"]
+        if getattr(self.rule, "remembers_probs", False):  # the mean clip probabilities, (N, K)
+            self.register_sample_buffer("mem_probs", torch.zeros(num_samples, num_classes))
+        self.rule.setup(self)
+
+    def register_sample_buffer(self, name: str, tensor: torch.Tensor) -> None:
+        """A buffer of per-sample state, first dimension ``num_samples``: saved in checkpoints and
+        merged across DistributedDataParallel processes like the memory."""
+        if tensor.shape[0] != self.num_samples:
+            raise ValueError(f"sample buffer {name!r} must have {self.num_samples} rows, got {tuple(tensor.shape)}")
+        self.register_buffer(name, tensor)
+        self._sample_buffers.append(name)
+
+    @property
+    def flag_options(self) -> FlagOptions:
+        return FlagOptions(self.t_hard, self.t_noisy, self.noisy_requires_mismatch, self.agree_min, self.noisy_max)
 
     @property
     def active(self) -> bool:
-        """Whether reweighting applies now (a flagging strategy and past ``start_epoch``)."""
-        return self.strategy not in ("ce", "gce") and int(self.epoch) >= self.start_epoch
+        """Whether reweighting applies now (a reweighting rule and past ``start_epoch``)."""
+        return self.rule.reweights and int(self.epoch) >= self.start_epoch
 
     def per_sample_ce(self, logits: torch.Tensor, clip_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``CE_ls(video) + aux_weight * mean_k CE_ls(clip_k)`` per sample, shape (B,).
-
-        With strategy ``"gce"`` each CE term is the generalized cross-entropy instead."""
+        """``CE_ls(video) + aux_weight * mean_k CE_ls(clip_k)`` per sample, shape (B,); ``target``
+        is (B,) labels or (B, K) soft targets. The rule may replace CE (``gce``)."""
         video = self._base_loss(logits, target)
         if self.aux_weight == 0:
             return video
         n = clip_logits.shape[1]
-        clips = self._base_loss(clip_logits.flatten(0, 1), target.repeat_interleave(n))
+        clips = self._base_loss(clip_logits.flatten(0, 1), target.repeat_interleave(n, dim=0))
         return video + self.aux_weight * clips.view(-1, n).mean(dim=1)
 
     def _base_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.logit_offset is not None:
             logits = logits + self.logit_offset.to(logits.dtype)
-        if self.strategy == "gce":
-            # Bounded in [0, 1/q]: a wrong label cannot pull as hard as under CE (q -> 0 gives CE).
-            p = logits.float().softmax(dim=-1).gather(1, target.unsqueeze(1)).squeeze(1).clamp_min(1e-7)
-            loss = (1 - p ** self.gce_q) / self.gce_q
-            return loss * self.class_weight[target] if self.class_weight is not None else loss
-        return F.cross_entropy(logits, target, weight=self.class_weight, label_smoothing=self.label_smoothing,
-                               reduction="none")
+        return self.rule.base_loss(self, logits, target)
 
     def forward(self, output, target: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         logits, clip_logits = output.logits, output.clip_logits
         target, index = target.long(), index.long().to(self.mem_stamp.device)
         stats = agreement_stats(clip_logits)
         plain = F.cross_entropy(logits.detach().float(), target, reduction="none")  # ranking loss: unsmoothed
-        self._remember(index, stats, plain, target)
+        self._remember(index, stats, plain, target, clip_logits)
         if not self.active:
             flags = torch.zeros_like(target)
         elif self.scope == "epoch":
@@ -374,24 +228,36 @@ class AgreementLoss(nn.Module):
             flags = self._strategy_flags(stats.agreement, plain, stats.confidence, stats.mode_class, target)
         self.last_flags = flags.detach()
         w = self.weights.to(logits.dtype)[flags]
-        per_sample = self.per_sample_ce(logits, clip_logits, target)
+        extra_w = self.rule.sample_weights(self, index)
+        if extra_w is not None:
+            w = w * extra_w.to(device=w.device, dtype=w.dtype)
+        goal = self.rule.targets(self, target, index)
+        per_sample = self.per_sample_ce(logits, clip_logits, target if goal is None else goal.to(logits.dtype))
+        extra = self.rule.extra_loss(self, logits, clip_logits, index)
+        if extra is not None:
+            per_sample = per_sample + extra.to(per_sample.dtype)
         glimpse_logits = getattr(output, "glimpse_logits", None)
         if self.locator_weight and glimpse_logits is not None and glimpse_logits.shape[1] > 0:
-            per_sample = per_sample + self.locator_weight * self.locator_loss(glimpse_logits, logits, target)
+            per_sample = per_sample + self.locator_weight * self.locator_loss(glimpse_logits, logits, target,
+                                                                              getattr(output, "centres", None))
         return (w * per_sample).sum() / target.shape[0]
 
-    def locator_loss(self, glimpse_logits: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Multiple-instance CE of the evidence locators' pooled glimpse logits, per sample (B,)."""
-        from .model.sampler import mil_logits  # here, not at the top: rdfer.model imports this module
+    def locator_loss(self, glimpse_logits: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
+                     centres: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Multiple-instance CE of the evidence locators' pooled glimpse logits, per sample (B,);
+        with ``centres`` (B, C) ("keyinstance"), plus the mean L1 distance of the sorted centres
+        to the key-instance pseudo-targets (:func:`~rdfer.model.sampler.keyinstance_targets`)."""
+        from ..model.sampler import keyinstance_targets, mil_logits  # here: rdfer.model imports this module
 
         goal = target if self.locator_target == "label" else logits.detach().argmax(dim=-1)
-        return F.cross_entropy(mil_logits(glimpse_logits), goal, reduction="none")
+        loss = F.cross_entropy(mil_logits(glimpse_logits), goal, reduction="none")
+        if centres is not None and centres.numel():
+            pseudo = keyinstance_targets(glimpse_logits, goal, centres.shape[1]).to(centres.dtype)
+            loss = loss + (centres.sort(dim=1).values - pseudo).abs().mean(dim=1)
+        return loss
 
     def _strategy_flags(self, agreement, loss, confidence, mode, labels) -> torch.Tensor:
-        flags = flags_for_strategy(
-            self.strategy, agreement, loss, confidence, self.t_hard, self.t_noisy,
-            self.noisy_requires_mismatch, mode, labels, self.agree_min, self.noisy_max,
-        )
+        flags = _rule_flags(self.rule, SampleView(agreement, loss, confidence, mode, labels), self.flag_options)
         if self.noisy_class_guard > 0:
             recall = self.class_recall(int(labels.max()) + 1 if labels.numel() else None).to(labels.device)
             unlearned = recall[labels] < self.noisy_class_guard
@@ -412,7 +278,7 @@ class AgreementLoss(nn.Module):
         return hit / total.clamp_min(1)
 
     @torch.no_grad()
-    def _remember(self, index, stats: AgreementStats, loss, target) -> None:
+    def _remember(self, index, stats: AgreementStats, loss, target, clip_logits=None) -> None:
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.num_samples):
             raise IndexError(f"sample index out of range [0, {self.num_samples}): {index.tolist()}")
         self.updates += 1
@@ -429,6 +295,15 @@ class AgreementLoss(nn.Module):
         self.mem_mode[index] = stats.mode_class.to(dev)
         self.mem_label[index] = target.to(dev)
         self.mem_stamp[index] = self.updates.to(dev)
+        if "mem_probs" in self._sample_buffers and clip_logits is not None:
+            self.mem_probs[index] = clip_logits.detach().float().softmax(dim=-1).mean(dim=1).to(dev)
+
+    @torch.no_grad()
+    def corrected_labels(self) -> torch.Tensor:
+        """(N,) the label each training sample is trained toward now: the given label, or the
+        rule's correction (``elr``: the argmax of its target; ``clip_correct``, ``mixture``: of the
+        soft target)."""
+        return self.rule.corrected_labels(self)
 
     @torch.no_grad()
     def sync_memory(self) -> None:
@@ -440,7 +315,7 @@ class AgreementLoss(nn.Module):
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
         world = dist.get_world_size()
-        names = ("mem_agreement", "mem_loss", "mem_confidence", "mem_mode", "mem_label", "mem_stamp")
+        names = tuple(self._sample_buffers)
         gathered = {}
         for name in names:
             local = getattr(self, name)
@@ -448,9 +323,10 @@ class AgreementLoss(nn.Module):
             dist.all_gather(parts, local.contiguous())
             gathered[name] = torch.stack(parts)  # (world, N)
         # Newest stamp wins; argmax returns the first (lowest) rank on ties.
-        winner = gathered["mem_stamp"].argmax(dim=0, keepdim=True)
+        winner = gathered["mem_stamp"].argmax(dim=0)
+        rows = torch.arange(self.num_samples, device=winner.device)
         for name in names:
-            getattr(self, name).copy_(gathered[name].gather(0, winner).squeeze(0))
+            getattr(self, name).copy_(gathered[name][winner, rows])
 
     @torch.no_grad()
     def step_epoch(self) -> torch.Tensor:
@@ -465,5 +341,6 @@ class AgreementLoss(nn.Module):
                 self.mem_mode[seen], self.mem_label[seen],
             )
         self.flags.copy_(flags)
+        self.rule.end_epoch(self, seen, flags[seen])
         self.epoch += 1
         return flags
