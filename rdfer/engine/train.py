@@ -268,11 +268,12 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
         if "unknown options" not in str(err) and "unexpected keyword" not in str(err):
             raise
         raise ValueError(f"--model-option: {err}") from None
-    tau = resolve_logit_adjustment(cfg.logit_adjustment, _class_counts(train_set, num_classes).tolist())
+    class_counts = _class_counts(train_set, num_classes)  # read once for the tau and the notice
+    tau = resolve_logit_adjustment(cfg.logit_adjustment, class_counts.tolist())
     if cfg.logit_adjustment == "auto" and tau and is_main() and not state:
-        counts = [c for c in _class_counts(train_set, num_classes).tolist() if c > 0]
-        print(f"imbalanced training labels (largest class {max(counts) / min(counts):.1f}x the smallest): logit "
-              f"adjustment on, tau {tau:g} (--logit-adjustment 0 turns it off)", flush=True)
+        present = class_counts[class_counts > 0]
+        print(f"imbalanced training labels (largest class {float(present.max() / present.min()):.1f}x the smallest): "
+              f"logit adjustment on, tau {tau:g} (--logit-adjustment 0 turns it off)", flush=True)
     criterion = AgreementLoss(
         num_samples=len(train_full), t_hard=cfg.t_hard, t_noisy=cfg.t_noisy, lambda_hard=cfg.lambda_hard,
         lambda_noisy=cfg.lambda_noisy, label_smoothing=cfg.label_smoothing, aux_weight=cfg.aux_weight,
