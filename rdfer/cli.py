@@ -42,21 +42,24 @@ _DEFAULT_STRATEGY = "agreement"
 
 _DATASET_HELP = (
     "synthetic (built in, no download) | dfew --root R --fold F | ferv39k --root R | "
-    "csv --train A.csv --test B.csv | packed --train DIR --test DIR"
+    "csv --train A.csv --test B.csv | packed --train DIR --test DIR | webdataset --train SHARDS --test SHARDS"
 )
 
 
 def _add_dataset_args(p, defaults_suppressed: bool = True, dataset_required: bool = True) -> None:
     g = p.add_argument_group("data")
     if dataset_required:
-        g.add_argument("dataset", choices=["synthetic", "dfew", "ferv39k", "csv", "packed"], help=_DATASET_HELP)
+        g.add_argument("dataset", choices=["synthetic", "dfew", "ferv39k", "csv", "packed", "webdataset"], help=_DATASET_HELP)
     else:  # rdfer train: the --config file may name it (a run's config.yaml does)
-        g.add_argument("dataset", choices=["synthetic", "dfew", "ferv39k", "csv", "packed"], nargs="?", default=None,
+        g.add_argument("dataset", choices=["synthetic", "dfew", "ferv39k", "csv", "packed", "webdataset"], nargs="?", default=None,
                        help=_DATASET_HELP + " (may come from --config instead)")
     g.add_argument("--root", help="dataset root folder (dfew, ferv39k)")
     g.add_argument("--fold", type=int, help="DFEW fold 1..5 (default 1)")
-    g.add_argument("--train", dest="train_source", help="csv: training CSV of path,label; packed: training pack folder")
-    g.add_argument("--test", dest="test_source", help="csv: test CSV; packed: test pack folder")
+    g.add_argument("--train", dest="train_source",
+                   help="csv: training CSV of path,label; packed: training pack folder; webdataset: training shards "
+                   "(a brace pattern such as 'shards/train-{000000..000009}.tar', http(s):// URLs, pipe:COMMAND, "
+                   "'::'-separated lists, or a pack folder / index.json)")
+    g.add_argument("--test", dest="test_source", help="csv: test CSV; packed: test pack folder; webdataset: test shards")
     g.add_argument("--num-frames", type=int, help="frames loaded per video, T (default 64; train synthetic: 16)")
     g.add_argument("--image-size", type=int, help="frame side in pixels after resizing (default 112; train synthetic: 32)")
     g.add_argument("--synthetic-train", type=int, help="synthetic: training videos (default 1200)")
@@ -68,6 +71,9 @@ def _add_dataset_args(p, defaults_suppressed: bool = True, dataset_required: boo
     g.add_argument("--synthetic-static", action="store_true",
                    help="synthetic: the expression in every frame, no hard videos or distractors")
     g.add_argument("--workers", type=int, help="DataLoader worker processes, exactly (default min(4, available cores))")
+    g.add_argument("--decode-on-device", action="store_true",
+                   help="webdataset: the loader workers ship JPEG bytes and the frames are decoded on the training "
+                   "device by torchvision.io.decode_jpeg (nvJPEG on a GPU), when the CPU cores cannot keep up")
     g.add_argument("--batch-size", type=int, help="global batch size (default 128; train synthetic: 32)")
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
     g.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -211,6 +217,10 @@ def _count_training_videos(dataset: str, source: Optional[str]) -> Optional[int]
             return sum(1 for _ in read_csv_rows(source, ("path", "label")))
         if dataset == "packed" and source:
             return int(json.loads((Path(source) / "index.json").read_text())["num_samples"])
+        if dataset == "webdataset" and source:  # a local pack folder or index.json; a pattern is counted later
+            index = Path(source) / "index.json" if Path(source).is_dir() else Path(source)
+            if index.suffix == ".json" and index.is_file():
+                return int(json.loads(index.read_text())["rdfer"]["num_samples"])
     except (OSError, ValueError, KeyError, TypeError):
         return None  # the dataset's own checks report a broken file, with its row, at start-up
     return None
@@ -223,7 +233,7 @@ def _train_config_from_args(args):
     from_file = load_yaml_config(args.config) if getattr(args, "config", None) else {}
     if getattr(args, "dataset", None) is None:  # e.g. `rdfer train --config RUN/config.yaml`: the file names it
         if not from_file.get("dataset"):
-            raise SystemExit("rdfer train needs a dataset (synthetic, dfew, ferv39k, csv or packed): give it on the "
+            raise SystemExit("rdfer train needs a dataset (synthetic, dfew, ferv39k, csv, packed or webdataset): give it on the "
                              "command line or as `dataset:` in the --config file")
         args.dataset = from_file["dataset"]
     recipe = getattr(args, "recipe", None)
@@ -574,6 +584,11 @@ def _add_pack(sub) -> None:
         "when the same command is run again.",
     )
     p.add_argument("dataset", choices=["dfew", "ferv39k", "csv"], help="the source format")
+    p.add_argument("--format", choices=["rdfer", "webdataset"], default="rdfer",
+                   help="rdfer: raw uint8 shards read by rdfer only, no decoding when training (default); webdataset: "
+                   "standard WebDataset tar shards (per video a .json and its frames as JPEG) plus index.json, "
+                   "streamable from disk, HTTP or object storage (`rdfer train webdataset`)")
+    p.add_argument("--quality", type=int, default=90, help="webdataset: JPEG quality of the stored frames (default 90)")
     p.add_argument("--root", help="dfew, ferv39k: dataset root folder")
     p.add_argument("--fold", type=int, default=1, help="dfew: fold 1..5 (default 1)")
     p.add_argument("--split", choices=["train", "test"], help="dfew, ferv39k: which split to pack")
@@ -597,10 +612,16 @@ def _cmd_pack(args) -> int:
     size = dict(num_frames=args.num_frames, image_size=args.image_size, train=False)
     try:
         source, what = _pack_source(args, size)
-        out = data.pack_dataset(source, args.out, num_frames=args.num_frames, image_size=args.image_size,
-                                progress=not args.quiet, shard_size=args.shard_size)
+        if args.format == "webdataset":
+            out = data.write_webdataset(source, args.out, num_frames=args.num_frames, image_size=args.image_size,
+                                        shard_size=args.shard_size, quality=args.quality, progress=not args.quiet)
+        else:
+            out = data.pack_dataset(source, args.out, num_frames=args.num_frames, image_size=args.image_size,
+                                    progress=not args.quiet, shard_size=args.shard_size)
     except (ValueError, FileNotFoundError) as exc:  # bad layout, CSV row, or a foreign pack in --out
         raise SystemExit(f"rdfer pack: {exc}") from None
+    if args.format == "webdataset":
+        return _report_webdataset_pack(Path(out), what, getattr(args, "split", None))
     index = json.loads((Path(out) / "index.json").read_text())
     total = sum(s["bytes"] for s in index["shards"])
     size_text = f"{total / 2**30:.2f} GiB" if total >= 2**30 else f"{total / 2**20:.1f} MiB"
@@ -615,6 +636,29 @@ def _cmd_pack(args) -> int:
     train_dir, test_dir = (here, "<test pack>") if getattr(args, "split", None) != "test" else ("<train pack>", here)
     print(f"train on it (with a pack of the other split) with:\n"
           f"  rdfer train packed --train {train_dir} --test {test_dir} --num-frames {n}")
+    return 0
+
+
+def _report_webdataset_pack(out, what: str, split) -> int:
+    import json
+    import shlex
+
+    index = json.loads((out / "index.json").read_text())
+    meta, shards = index["rdfer"], index["shardlist"]
+    total = sum(s["filesize"] for s in shards)
+    size_text = f"{total / 2**30:.2f} GiB" if total >= 2**30 else f"{total / 2**20:.1f} MiB"
+    bad = sum(not r["valid"] for r in meta["samples"])
+    print(f"packed {meta['num_samples']} videos of {what} as WebDataset shards (up to {meta['num_frames']} JPEG "
+          f"frames of {meta['image_size']} px, {size_text} in {len(shards)} tar file(s)) -> {out}")
+    if bad:
+        print(f"  {bad} unreadable videos (stored with valid: false; training reports and skips them)")
+    last = len(shards) - 1
+    pattern = shlex.quote(str(out / f"shard-{{000000..{last:06d}}}.tar") if last else str(out / "shard-000000.tar"))
+    here = shlex.quote(str(out))
+    train_src, test_src = (here, "<test pack>") if split != "test" else ("<train pack>", here)
+    print(f"train on it (with a pack of the other split) with:\n"
+          f"  rdfer train webdataset --train {train_src} --test {test_src} --num-frames {meta['num_frames']}\n"
+          f"or stream the shards from anywhere, e.g. --train {pattern} (a brace pattern, http(s):// URLs, pipe:)")
     return 0
 
 
@@ -711,7 +755,7 @@ class CommandError(SystemExit):
 # (rdfer.engine.config.OPTION_RANGES holds the others): checked by main before the command runs.
 _COMMAND_RANGES = {
     "predict": {"detect_stride": dict(low=1, integer=True)},
-    "pack": {"shard_size": dict(low=1, integer=True)},
+    "pack": {"shard_size": dict(low=1, integer=True), "quality": dict(low=1, high=100, integer=True)},
     # One PNG of 7 rows x num_frames columns at twice the size: bounded so that it stays viewable.
     "synth-preview": {"num_frames": dict(low=4, high=64, integer=True), "image_size": dict(low=16, high=256, integer=True)},
 }

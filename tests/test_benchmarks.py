@@ -2,6 +2,7 @@
 write self-consistent result files (the scalability benchmark is covered in test_flops.py)."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -76,11 +77,45 @@ def test_dataloading_quick(tmp_path):
     assert result["tree"]["clips"] == 6 and 20 <= result["tree"]["mean_frames_per_clip"] <= 80
     (row,) = result["rows"]
     assert (row["num_frames"], row["workers"]) == (8, 0)
-    for name in ("baseline", "folder", "folder_1thread", "packed"):
+    wds = ("wds_local", "wds_http") if shutil.which("curl") else ("wds_local",)
+    for name in ("baseline", "folder", "folder_1thread", "packed") + wds:
         assert row[name]["clips_per_s"] > 0 and row[name]["clips"] >= 6 and len(row[name]["rounds"]) == 1
+    assert result["pack"]["webdataset"]["mb"] < result["pack"]["mb"]  # JPEG frames: smaller than the raw pack
     assert not (tmp_path / "dataloading.json").exists()  # --quick never takes the committed results' name
     md = (tmp_path / "dataloading_quick.md").read_text()
     assert "| 8 | 0 |" in md and result["verdict"] in md and md in proc.stdout
+    # The worker transport table: with no workers only rdfer's batches and PyTorch's, and no verdict
+    (tr,) = result["transport"]["rows"]
+    assert (tr["num_frames"], tr["workers"]) == (8, 0) and {"rdfer", "torch"} <= set(tr)
+    assert "shared_gather" not in tr and result["transport"]["keep"] is None
+    assert tr["ratio"] == pytest.approx(tr["rdfer"]["clips_per_s"] / tr["torch"]["clips_per_s"])
+    assert "## Worker transport" in md and result["transport"]["verdict"] in md
+    d_over_c = row["wds_local"]["clips_per_s"] / row["packed"]["clips_per_s"]
+    assert "## WebDataset shards" in md and f"| {d_over_c:.2f} |" in md
+
+
+def test_dataloading_transports_differ_only_in_the_path(tmp_path):
+    # The worker transport table is fair: every transport gives the same batches, and only (i)
+    # sends the video outside PyTorch's shared-memory tensors.
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import torch
+    from torch.utils.data import DataLoader
+
+    from data_trees import make_dfew
+    from dataloading import TRANSPORTS
+    from rdfer.data import DFEW, pack_dataset
+    from rdfer.data import shm
+
+    source = DFEW(make_dfew(tmp_path / "DFEW", size=32), 1, "train", num_frames=8, image_size=64, train=False)
+    pack = pack_dataset(source, tmp_path / "pack", num_frames=8, image_size=64, progress=False)
+    expected = None
+    for name in ("rdfer", "torch", "shared_gather"):
+        cls, collate, _, _ = TRANSPORTS[name]
+        batches = list(DataLoader(cls(pack, num_frames=8), batch_size=2, num_workers=1, collate_fn=collate))
+        expected = expected or batches
+        for a, b in zip(batches, expected):
+            assert type(a) is dict and torch.equal(a["video"], b["video"]) and torch.equal(a["label"], b["label"])
+        assert batches[0]["video"].is_shared() is (name != "rdfer" or not shm.AVAILABLE), name
 
 
 def test_predict_speed_quick(tmp_path):
@@ -161,3 +196,62 @@ def test_small_data_quick(tmp_path):
          "rdfer, small recipe")
     again = json.loads((tmp_path / "small_data_quick.json").read_text())
     assert again["meta"]["not_run"] == ["rdfer, small recipe"]
+
+
+def test_feeding_quick(tmp_path):
+    """Issue 26: clips/s per core per data stage, what one H200 consumes, and the cores that
+    follow, computed consistently from each other (and from the scalability FLOPs)."""
+    proc = _run("feeding.py", tmp_path, "--device", "cpu")
+    result = json.loads((tmp_path / "feeding_quick.json").read_text())
+    assert "--quick" in result["command"] and result["machine"]["cores"] >= 1 and result["quick"] is True
+    assert not (tmp_path / "feeding.json").exists()  # --quick never takes the committed results' name
+    assert result["recipe"]["num_frames"] == 64 and result["recipe"]["image_size"] == 112
+    assert 1000 < result["data"]["mean_jpeg_112_bytes"] < result["data"]["mean_jpeg_224_bytes"]
+    # What one GPU consumes: peak x utilisation / (2 FLOPs per multiply-add x 3 x forward multiply-adds).
+    gpu = result["gpu"]
+    rows = json.loads((REPO / "benchmarks" / "results" / "scalability.json").read_text())["rows"]
+    assert list(gpu["models"]) == ["r3d_18", "r2plus1d_18", "former_dfer"]
+    for name, m in gpu["models"].items():
+        (row,) = [r for r in rows if r["backbone"] == name and r["variant"] == "rdfer"]
+        assert m["fvcore_gflops"] == row["fvcore_gflops"]
+        flops = row["fvcore_gflops"] * 1e9 * 2 * 3
+        assert m["clips_per_s_main"] == pytest.approx(gpu["peak_tflops"] * 1e12 * gpu["utilisation"] / flops)
+        for u, rate in m["clips_per_s"].items():
+            assert rate == pytest.approx(gpu["peak_tflops"] * 1e12 * float(u) / flops)
+    assert gpu["models"]["former_dfer"]["clips_per_s_main"] > gpu["models"]["r3d_18"]["clips_per_s_main"] > 100
+    (t,) = result["results"]
+    cell = result["results"][t]
+    assert t == "16"
+    stages = cell["stages"]
+    for s in stages.values():
+        assert s["clips_per_s"] > 0 and s["wall_clips_per_s"] > 0 and len(s["rounds"]) == 1
+        assert s["frames_per_s"] == pytest.approx(s["clips_per_s"] * 16)
+    # The bottleneck: the lowest clips/s per core of the stages rdfer runs on CPU cores.
+    cpu = {n: s["clips_per_s"] for n, s in stages.items() if s["cpu_stage"]}
+    assert {"read_shard", "decode_112", "decode_resize_224", "read_packed", "transport", "transport_jpeg"} <= set(cpu)
+    assert set(cell["pipelines"]) == {"shards", "folders", "packed", "shards_gpu_decode"}
+    assert not stages["augment_cpu"]["cpu_stage"] and not stages["decode_112_torchvision"]["cpu_stage"]
+    assert cell["bottleneck"] == min(cpu, key=cpu.get)
+    for model, c in cell["cores"].items():
+        need = gpu["models"][model]["clips_per_s_main"]
+        assert c["clips_per_s_per_gpu"] == need
+        for p, spec in cell["pipelines"].items():
+            got = c["pipelines"][p]
+            assert set(got["per_stage"]) == set(spec["stages"])
+            for s, cores in got["per_stage"].items():
+                assert cores == pytest.approx(need / stages[s]["clips_per_s"])
+            assert got["per_gpu"] == pytest.approx(sum(got["per_stage"].values()))
+            assert got["per_node"] == pytest.approx(8 * got["per_gpu"])
+            assert spec["bottleneck"] == min(spec["stages"], key=lambda s: stages[s]["clips_per_s"])
+            assert spec["clips_per_s_per_core"] == pytest.approx(need / got["per_gpu"])
+        assert c["pipelines"]["augment_on_cpu"]["per_gpu"] == pytest.approx(need / stages["augment_cpu"]["clips_per_s"])
+        assert c["link_share_decoded"] == pytest.approx(need * 3 * 16 * 112 * 112 / 50e9)
+    assert cell["bytes_per_clip"]["decoded_uint8"] == 3 * 16 * 112 * 112
+    # --device cpu runs the device stages' code (a smoke test of what --device cuda measures).
+    device = result["device"]["results"][t]
+    assert set(device) == {"decode_112", "augment", "host_to_device"}
+    assert all(r["clips_per_s"] > 0 for r in device.values())
+    md = (tmp_path / "feeding_quick.md").read_text()
+    assert "| stage | where rdfer runs it |" in md and result["verdict"] in md and md in proc.stdout
+    for section in ("stages", "gpu", "cores", "bandwidth"):
+        assert f"<!-- --8<-- [start:{section}] -->" in md and f"<!-- --8<-- [end:{section}] -->" in md

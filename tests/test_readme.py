@@ -97,8 +97,15 @@ COMMANDS = {
     "rdfer pack ferv39k --root /data/FERV39K --split train --out packs/ferv_train": (PACK, ""),
     "rdfer pack csv --csv train.csv --out packs/mine_train": (PACK, ""),
     "rdfer pack csv --csv test.csv --classes happy,sad,neutral,angry,surprise,disgust,fear --out packs/mine_test": (PACK, ""),
+    "rdfer pack dfew --root /data/DFEW --fold 1 --split train --format webdataset --shard-size 64 --out shards/dfew1_train": (
+        PACK + ["--shard-size", "4"], "14 videos in 4 shards, as the next command's pattern names"),
+    "rdfer pack dfew --root /data/DFEW --fold 1 --split test --format webdataset --out shards/dfew1_test": (PACK, ""),
+    "rdfer train webdataset --train 'shards/dfew1_train/shard-{000000..000003}.tar' --test shards/dfew1_test": (
+        TINY_TRAIN, ""),
     "python benchmarks/dataloading.py": (None, "a benchmark (minutes): tests/test_benchmarks.py runs its --quick variant"),
     "python benchmarks/scalability.py": (None, "a benchmark (minutes): tests/test_flops.py runs its --quick variant"),
+    "python benchmarks/feeding.py": (None, "a benchmark (about a minute): tests/test_benchmarks.py runs its --quick variant"),
+    "python benchmarks/feeding.py --device cuda": (None, "needs a GPU; tests/test_benchmarks.py runs the same code with --device cpu"),
     "python benchmarks/scalability.py --device cuda": (None, "needs a GPU; the same code as the CPU run"),
     "python benchmarks/scalability.py --backbones r3d_18 timm/resnet18 x3d_xs --no-timing": (
         None, "the --quick run's code (tests/test_flops.py) on three full-size backbones: a minute of CPU"),

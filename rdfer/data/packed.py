@@ -20,6 +20,7 @@ every completed shard and continues from the first sample after them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -81,6 +82,34 @@ def _shard_name(k: int) -> str:
     return f"shard_{k:05d}.bin"
 
 
+def keep_uniform(num_frames: int, n: int) -> torch.Tensor:
+    """The frames a pack keeps of a video of ``n``: up to ``num_frames``, spread uniformly."""
+    return eval_indices(n, min(n, num_frames))
+
+
+def resume_progress(out: Path, done: int, total: int, progress: bool):
+    """Delete the leftovers of an interrupted shard or index write in ``out``; a tqdm bar at ``done`` of ``total``."""
+    from tqdm.auto import tqdm
+
+    for tmp in out.glob("*.tmp"):
+        tmp.unlink()
+    return tqdm(total=total, initial=done, desc=f"pack {out.name}", unit="video", disable=not progress)
+
+
+def check_resumable(out: Path, diff: Sequence[str], done: Sequence[Any], sources: Sequence[Any],
+                    shards: Sequence[Tuple[Path, int]]) -> None:
+    """Refuse to continue the pack in ``out`` unless it was made with the same settings (``diff``:
+    the names of those that differ) from the same first videos (``done`` = ``sources[:len(done)]``)
+    and each completed shard file is there at its recorded size."""
+    if diff or list(done) != list(sources[: len(done)]):
+        what = f"different {', '.join(diff)}" if diff else "different videos"
+        raise ValueError(f"{out} already holds a pack of another source or settings ({what}); "
+                         "delete it or choose another output folder")
+    for path, size in shards:
+        if not path.is_file() or path.stat().st_size != size:
+            raise ValueError(f"{path}: shard missing or of the wrong size; delete {out} and pack again")
+
+
 def pack_dataset(dataset: Dataset, out_dir: PathLike, num_frames: int = 64, image_size: int = 112,
                  progress: bool = True, shard_size: int = 256) -> Path:
     """Pack ``dataset`` (DFEW, FERV39K, VideoCSV or any dataset with ``samples``, ``classes`` and
@@ -99,7 +128,6 @@ def pack_dataset(dataset: Dataset, out_dir: PathLike, num_frames: int = 64, imag
 
     Unreadable source videos are stored as invalid (no frames) and come back ``valid=False``.
     """
-    from tqdm.auto import tqdm
 
     if num_frames < 1 or image_size < 1 or shard_size < 1:
         raise ValueError("num_frames, image_size and shard_size must be >= 1")
@@ -126,25 +154,14 @@ def pack_dataset(dataset: Dataset, out_dir: PathLike, num_frames: int = 64, imag
     if index_path.exists():
         old = json.loads(index_path.read_text(encoding="utf-8"))
         diff = [k for k, v in header.items() if k != "source" and old.get(k) != v]
-        packed = [(r["path"], r["label"]) for r in old.get("samples", [])]
-        if diff or packed != sources[: len(packed)]:
-            what = f"different {', '.join(diff)}" if diff else "different videos"
-            raise ValueError(f"{out} already holds a pack of another source or settings ({what}); "
-                             "delete it or choose another output folder")
         shards, records = old["shards"], old["samples"]
-        for s in shards:
-            if not (out / s["file"]).is_file() or (out / s["file"]).stat().st_size != s["bytes"]:
-                raise ValueError(f"{out / s['file']}: shard missing or of the wrong size; delete {out} and pack again")
+        check_resumable(out, diff, [(r["path"], r["label"]) for r in records], sources,
+                        [(out / s["file"], s["bytes"]) for s in shards])
         if old.get("complete"):
             return out
-    for tmp in out.glob("*.tmp"):  # leftovers of an interrupted shard or index write
-        tmp.unlink()
     start = len(records)
-    bar = tqdm(total=len(sources), initial=start, desc=f"pack {out.name}", unit="video", disable=not progress)
-
-    def select(n: int) -> torch.Tensor:
-        return eval_indices(n, min(n, num_frames))
-
+    bar = resume_progress(out, start, len(sources), progress)
+    select = functools.partial(keep_uniform, num_frames)
     try:
         while start < len(sources) or not shards:
             k = len(shards)

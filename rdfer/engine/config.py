@@ -178,7 +178,7 @@ OPTION_RANGES: Dict[str, Range] = {
 _FLAGS = {"train_source": "--train", "test_source": "--test", "progress": "--quiet", "augment": "--no-augment"}
 # Text options with a fixed set of values (the command line offers the same choices).
 _CHOICES: Dict[str, tuple] = {
-    "dataset": ("synthetic", "dfew", "ferv39k", "csv", "packed"),
+    "dataset": ("synthetic", "dfew", "ferv39k", "csv", "packed", "webdataset"),
     "noise": ("symmetric", "asymmetric"),
     "synthetic_distribution": ("uniform", "long_tail"),
     "loss_scope": ("epoch", "batch"),
@@ -202,11 +202,11 @@ class TrainConfig:
     """Everything ``rdfer train`` needs. Defaults are the paper's recipe (section IV-B)."""
 
     # -- data ----------------------------------------------------------------------------
-    dataset: str = "synthetic"  # synthetic | dfew | ferv39k | csv | packed
+    dataset: str = "synthetic"  # synthetic | dfew | ferv39k | csv | packed | webdataset
     root: Optional[str] = None  # dfew / ferv39k root folder
     fold: int = 1  # dfew fold 1..5
-    train_source: Optional[str] = None  # csv: train CSV; packed: train pack folder
-    test_source: Optional[str] = None  # csv: test CSV; packed: test pack folder
+    train_source: Optional[str] = None  # csv: train CSV; packed: train pack folder; webdataset: shards
+    test_source: Optional[str] = None  # csv: test CSV; packed: test pack folder; webdataset: shards
     num_frames: int = 64  # T, frames loaded per video
     image_size: int = 112
     synthetic_train: int = 1200  # synthetic: number of training videos
@@ -257,6 +257,7 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast, CUDA only
     device: str = "auto"
     workers: int = field(default_factory=default_workers)  # min(4, available cores)
+    decode_on_device: bool = False  # webdataset: JPEG frames decoded on the training device, not in the workers
     seed: int = 0
     deterministic: bool = False
     # -- output --------------------------------------------------------------------------

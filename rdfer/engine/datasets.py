@@ -15,7 +15,7 @@ from .config import TrainConfig
 __all__ = ["build_datasets", "split_validation", "dataset_labels", "DATASETS", "trained_data_config",
            "setting_from_checkpoint", "check_data_against_checkpoint"]
 
-DATASETS = ("synthetic", "dfew", "ferv39k", "csv", "packed")
+DATASETS = ("synthetic", "dfew", "ferv39k", "csv", "packed", "webdataset")
 
 
 def _need(value, what: str, dataset: str):
@@ -67,13 +67,14 @@ def build_datasets(cfg: TrainConfig) -> Tuple[Dataset, Dataset, List[str]]:
         test_dir = _existing(_need(cfg.test_source, "--test PACK_DIR", kind), "test pack")
         train = data.PackedDataset(train_dir, num_frames=cfg.num_frames, train=True)
         test = data.PackedDataset(test_dir, num_frames=cfg.num_frames, train=False)
-        # Each pack stores its own class list and frame size: a test pack of another order or size
-        # would be scored against the wrong names, or seen at a size the model never saw.
-        for what in ("classes", "image_size"):
-            if getattr(train, what) != getattr(test, what):
-                raise ValueError(f"the packs disagree on {what}: {train_dir} has {getattr(train, what)}, "
-                                 f"{test_dir} has {getattr(test, what)}; pack both splits with the same classes "
-                                 f"and --image-size")
+        _same_packing(train, test, train_dir, test_dir)
+    elif kind == "webdataset":
+        train_src = _need(cfg.train_source, "--train SHARDS (a brace pattern, URLs or a pack folder)", kind)
+        test_src = _need(cfg.test_source, "--test SHARDS", kind)
+        opts = dict(num_frames=cfg.num_frames, seed=cfg.seed, decode_on_device=cfg.decode_on_device)
+        train = data.WebDatasetVideos(train_src, train=True, **opts)
+        test = data.WebDatasetVideos(test_src, train=False, **opts)
+        _same_packing(train, test, train_src, test_src)
     else:
         raise ValueError(f"unknown dataset {kind!r}; choose from {DATASETS}")
     if len(train) == 0 or len(test) == 0:
@@ -85,6 +86,16 @@ def build_datasets(cfg: TrainConfig) -> Tuple[Dataset, Dataset, List[str]]:
             raise ValueError(f"dataset {kind!r}: the {split} split has a label outside 0..{len(classes) - 1} "
                              f"(its classes are {classes}); it was written with another class list")
     return train, test, classes
+
+
+def _same_packing(train: Dataset, test: Dataset, train_src: str, test_src: str) -> None:
+    # Each pack stores its own class list and frame size: a test pack of another order or size
+    # would be scored against the wrong names, or seen at a size the model never saw.
+    for what in ("classes", "image_size"):
+        if getattr(train, what) != getattr(test, what):
+            raise ValueError(f"the packs disagree on {what}: {train_src} has {getattr(train, what)}, "
+                             f"{test_src} has {getattr(test, what)}; pack both splits with the same classes "
+                             f"and --image-size")
 
 
 def _positive_int(value: Any) -> bool:
@@ -188,4 +199,6 @@ def split_validation(dataset: Dataset, fraction: float, seed: int) -> Tuple[Data
     train_idx = [i for i in range(len(labels)) if i not in val_set]
     if not val or not train_idx:
         raise ValueError(f"--val-fraction {fraction} leaves an empty split ({len(labels)} training videos)")
+    if hasattr(dataset, "subset"):  # a stream (WebDataset) cannot be indexed: it skips the other split's samples
+        return dataset.subset(train_idx), dataset.subset(sorted(val))
     return Subset(dataset, train_idx), Subset(dataset, sorted(val))

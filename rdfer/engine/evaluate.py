@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
+from ..data.webdataset import batch_videos
 from ..losses import agreement_stats
 from .checkpoint import atomic_path
 from .distributed import all_gather_objects
@@ -60,6 +61,12 @@ def progress_bar(loader: Iterable, **kwargs):
     return tqdm(iter(loader), total=total, **kwargs)
 
 
+def padding(batch: Dict[str, Any]) -> torch.Tensor:
+    """Bool ``(B,)``: the items that only pad a WebDataset run (:class:`~rdfer.data.WebDatasetVideos`)."""
+    pad = batch.get("pad")
+    return torch.zeros(len(batch["valid"]), dtype=torch.bool) if pad is None else torch.as_tensor(pad, dtype=torch.bool)
+
+
 @torch.no_grad()
 def run_inference(
     model: nn.Module,
@@ -82,10 +89,11 @@ def run_inference(
         for batch in progress_bar(loader, desc=desc, disable=not progress, leave=False):
             valid = torch.as_tensor(batch["valid"], dtype=torch.bool)
             batch_paths = list(batch["path"])
-            invalid += [p for p, ok in zip(batch_paths, valid.tolist()) if not ok]
+            pad = padding(batch)  # WebDataset runs of equal length: not a sample, never reported
+            invalid += [p for p, ok, filler in zip(batch_paths, valid.tolist(), pad.tolist()) if not ok and not filler]
             if not valid.any():
                 continue
-            video = batch["video"][valid].to(device, non_blocking=True)
+            video = batch_videos(batch, valid, device)
             video = transform(video) if transform is not None else video.float()
             out = model(video)
             parts["index"].append(torch.as_tensor(batch["index"])[valid])

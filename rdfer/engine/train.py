@@ -20,8 +20,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, WeightedRandomSampler
 
+from ..data.webdataset import batch_videos
 from ..losses import HARD, NOISY, AgreementLoss
 from ..model.rdfer import RDFER, wrap_with_rdfer
 from ..registry import create_model
@@ -36,7 +37,7 @@ from .checkpoint import (
 from .config import TrainConfig, config_to_yaml, resolve_logit_adjustment
 from .datasets import build_datasets, dataset_labels, split_validation
 from .distributed import DistInfo, all_agree, barrier, init_distributed, is_main
-from .evaluate import evaluate, progress_bar, run_inference, write_confusion
+from .evaluate import evaluate, padding, progress_bar, run_inference, write_confusion
 from .metrics import classification_metrics, confusion_matrix, war_uar
 
 __all__ = ["train", "build_model", "make_loader", "batch_transform", "seed_everything"]
@@ -80,10 +81,24 @@ def batch_transform(train: bool, augment: bool):
     return VideoBatchTransform(train=train and augment)
 
 
+class _StreamLoader(DataLoader):
+    """A DataLoader over :class:`~rdfer.data.WebDatasetVideos` whose length is the exact number of
+    batches each rank gets (PyTorch's guess, ``len(dataset) / batch_size``, ignores the padding of
+    each worker's run and the split over ranks)."""
+
+    def __len__(self) -> int:
+        return self.dataset.batches_per_rank(self.batch_size, self.num_workers)
+
+
 def make_loader(dataset, batch_size: int, dist_info: DistInfo, shuffle: bool, seed: int, workers: int,
                 sampler=None) -> DataLoader:
     from ..data import collate_videos
 
+    if isinstance(dataset, IterableDataset):  # WebDataset shards: the dataset splits itself over ranks and workers
+        dataset.shard_over(dist_info.rank, dist_info.world_size)
+        return _StreamLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_videos,
+                             pin_memory=dist_info.device.type == "cuda", generator=torch.Generator().manual_seed(seed),
+                             persistent_workers=False)
     if sampler is None:
         # Always a DistributedSampler (one replica outside torchrun), so 1 and N processes see
         # the same permutation, split into the same global batches.
@@ -194,6 +209,9 @@ def _check_options(cfg: TrainConfig) -> None:
     range (:meth:`TrainConfig.validate_for_training`: a config changed after it was built is
     checked again here), the model and backbone names, an --out that can be written."""
     cfg.validate_for_training()
+    if cfg.decode_on_device and cfg.dataset != "webdataset":
+        raise ValueError(f"--decode-on-device applies to webdataset shards (JPEG frames); {cfg.dataset} data is "
+                         "decoded by the loader workers")
     try:
         str(cfg.out).encode("utf-8")
     except UnicodeEncodeError:
@@ -245,6 +263,9 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
         raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
     if cfg.balanced_sampler and world > 1:
         raise ValueError("--balanced-sampler is single-process only; use --class-weighted under torchrun")
+    if cfg.balanced_sampler and cfg.dataset == "webdataset":
+        raise ValueError("--balanced-sampler draws videos by index, which a stream of shards cannot do; use "
+                         "--class-weighted with webdataset")
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     run_dir = Path(cfg.out)
@@ -346,6 +367,8 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
         if isinstance(train_loader.sampler, DistributedSampler):
             train_loader.sampler.set_epoch(epoch)
         train_loader.generator.manual_seed(cfg.seed + epoch)
+        if isinstance(train_loader.dataset, IterableDataset):  # WebDataset: this epoch's shard order and shuffle
+            train_loader.dataset.set_epoch(epoch)
         if hasattr(model, "set_epoch"):  # the locator warm-up (issue 24)
             model.set_epoch(epoch)
         flags_in_effect = criterion.flags.clone() if (criterion.active and criterion.scope == "epoch") else None
@@ -599,13 +622,14 @@ def _train_one_epoch(net, model, criterion, optimizer, scheduler, loader, transf
         valid = torch.as_tensor(batch["valid"], dtype=torch.bool)
         paths = [p for p, ok in zip(batch["path"], valid.tolist()) if ok]
         if not valid.all():
-            bad = [p for p, ok in zip(batch["path"], valid.tolist()) if not ok]
+            pad = padding(batch)  # WebDataset runs of equal length: not samples, never reported
+            bad = [p for p, ok, filler in zip(batch["path"], valid.tolist(), pad.tolist()) if not ok and not filler]
             bad_paths.update(bad)
             excluded += len(bad)
         last_of_group = (step + 1) % cfg.accum_steps == 0 or step + 1 == len(loader)
         if not all_agree(bool(valid.any())):  # the same branch in every process (DDP)
             continue
-        video = transform(batch["video"][valid].to(device, non_blocking=True))
+        video = transform(batch_videos(batch, valid, device))
         target = torch.as_tensor(batch["label"])[valid].to(device)
         index = torch.as_tensor(batch["index"])[valid].to(device)
         sync = last_of_group or not hasattr(net, "no_sync")
@@ -667,6 +691,7 @@ def _train_one_epoch(net, model, criterion, optimizer, scheduler, loader, transf
         "train_war": train_metrics["war"],
         "train_uar": train_metrics["uar"],
         "clips_per_s": seen / max(elapsed, 1e-9),
+        "train_videos": seen,  # trained on this epoch, over every process
         "excluded_invalid": sum(g[2] for g in gathered),
         "skipped_steps": sum(g[3] for g in gathered),
         "num_updates": num_updates,
