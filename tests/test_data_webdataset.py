@@ -351,6 +351,7 @@ def test_cli_pack_format_webdataset_then_train_and_eval(packs, tmp_path):
                str(tmp_path / "test"), "--num-frames", "8", "--epochs", "1", "--warmup-epochs", "1", "--batch-size", "4", "--workers", "1",
                "--device", "cpu", "--quiet", "--decode-on-device", "--out", str(tmp_path / "run"), *opts)
     assert proc.returncode == 0, proc.stderr
+    assert "**videos in WebDataset shards test split**" in (tmp_path / "run" / "README.md").read_text()  # model card
     proc = run("eval", "webdataset", "--train", str(tmp_path / "train" / "index.json"), "--test", str(tmp_path / "test"),
                "--checkpoint", str(tmp_path / "run"), "--workers", "0")
     assert proc.returncode == 0, proc.stderr

@@ -29,7 +29,8 @@ CARD_FILE = "README.md"
 #: Begins the comment line that marks a card written by rdfer.
 MARKER = "<!-- rdfer-model-card"
 _DATASET_NAMES = {"synthetic": "SyntheticDFER (rdfer's built-in generator)", "dfew": "DFEW", "ferv39k": "FERV39K",
-                  "csv": "videos listed in CSV files", "packed": "packed videos"}
+                  "csv": "videos listed in CSV files", "packed": "packed videos",
+                  "webdataset": "videos in WebDataset shards"}
 #: The ``datasets:`` entry of the metadata, for the datasets that have a name of their own.
 _DATASET_IDS = {"synthetic": "rdfer-synthetic", "dfew": "dfew", "ferv39k": "ferv39k"}
 _RULES = {
