@@ -511,7 +511,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     load_before = os.getloadavg()
     work = Path(args.tree) if args.tree else Path(tempfile.mkdtemp(prefix="rdfer_dataloading_"))
-    server = None
+    http_url, server = None, None
     try:
         root = work / "DFEW"
         if not (root / "EmoLabel_DataSplit").exists():
@@ -529,14 +529,16 @@ def main(argv=None) -> int:
         pack = {"num_frames": pack_frames, "seconds": pack_s, "clips_per_s": len(source) / pack_s,
                 "mb": sum(f.stat().st_size for f in pack_dir.iterdir()) / 2**20}
         wds_dir = work / f"wds_{pack_frames}"
-        shutil.rmtree(wds_dir, ignore_errors=True)
-        tp = time.perf_counter()
-        write_webdataset(source, wds_dir, num_frames=pack_frames, image_size=112, shard_size=WDS_SHARD, quality=90,
-                         progress=False)
-        wds_s = time.perf_counter() - tp
-        pack["webdataset"] = {"seconds": wds_s, "clips_per_s": len(source) / wds_s, "quality": 90,
-                              "shard_size": WDS_SHARD, "mb": sum(f.stat().st_size for f in wds_dir.iterdir()) / 2**20}
-        http_url, server = (None, None) if args.transport_only else serve_http(wds_dir)
+        if not args.transport_only:  # the transport table reads the rdfer pack only
+            shutil.rmtree(wds_dir, ignore_errors=True)
+            tp = time.perf_counter()
+            write_webdataset(source, wds_dir, num_frames=pack_frames, image_size=112, shard_size=WDS_SHARD,
+                             quality=90, progress=False)
+            wds_s = time.perf_counter() - tp
+            pack["webdataset"] = {"seconds": wds_s, "clips_per_s": len(source) / wds_s, "quality": 90,
+                                  "shard_size": WDS_SHARD,
+                                  "mb": sum(f.stat().st_size for f in wds_dir.iterdir()) / 2**20}
+            http_url, server = serve_http(wds_dir)
         folders = [path for path, _ in source.samples]
         rows = []
         for t in ([] if args.transport_only else args.frames):

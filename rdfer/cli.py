@@ -40,6 +40,7 @@ _STRATEGIES = ("ce", "bigloss_up", "bigloss_down", "hard_up", "noisy_down", "agr
                "vote_small_loss", "hard_disagree", "consensus", "clip_vote", "elr", "clip_correct", "mixture")
 _DEFAULT_STRATEGY = "agreement"
 
+_DATASETS = ("synthetic", "dfew", "ferv39k", "csv", "packed", "webdataset")  # = rdfer.engine.datasets.DATASETS
 _DATASET_HELP = (
     "synthetic (built in, no download) | dfew --root R --fold F | ferv39k --root R | "
     "csv --train A.csv --test B.csv | packed --train DIR --test DIR | webdataset --train SHARDS --test SHARDS"
@@ -49,9 +50,9 @@ _DATASET_HELP = (
 def _add_dataset_args(p, defaults_suppressed: bool = True, dataset_required: bool = True) -> None:
     g = p.add_argument_group("data")
     if dataset_required:
-        g.add_argument("dataset", choices=["synthetic", "dfew", "ferv39k", "csv", "packed", "webdataset"], help=_DATASET_HELP)
+        g.add_argument("dataset", choices=_DATASETS, help=_DATASET_HELP)
     else:  # rdfer train: the --config file may name it (a run's config.yaml does)
-        g.add_argument("dataset", choices=["synthetic", "dfew", "ferv39k", "csv", "packed", "webdataset"], nargs="?", default=None,
+        g.add_argument("dataset", choices=_DATASETS, nargs="?", default=None,
                        help=_DATASET_HELP + " (may come from --config instead)")
     g.add_argument("--root", help="dataset root folder (dfew, ferv39k)")
     g.add_argument("--fold", type=int, help="DFEW fold 1..5 (default 1)")
@@ -623,8 +624,7 @@ def _cmd_pack(args) -> int:
     if args.format == "webdataset":
         return _report_webdataset_pack(Path(out), what, getattr(args, "split", None))
     index = json.loads((Path(out) / "index.json").read_text())
-    total = sum(s["bytes"] for s in index["shards"])
-    size_text = f"{total / 2**30:.2f} GiB" if total >= 2**30 else f"{total / 2**20:.1f} MiB"
+    size_text = _size_text(sum(s["bytes"] for s in index["shards"]))
     bad = sum(not r["valid"] for r in index["samples"])
     replaced = sum(len(r.get("replaced", ())) for r in index["samples"])
     print(f"packed {index['num_samples']} videos of {what} (up to {index['num_frames']} frames of "
@@ -639,14 +639,17 @@ def _cmd_pack(args) -> int:
     return 0
 
 
+def _size_text(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
 def _report_webdataset_pack(out, what: str, split) -> int:
     import json
     import shlex
 
     index = json.loads((out / "index.json").read_text())
     meta, shards = index["rdfer"], index["shardlist"]
-    total = sum(s["filesize"] for s in shards)
-    size_text = f"{total / 2**30:.2f} GiB" if total >= 2**30 else f"{total / 2**20:.1f} MiB"
+    size_text = _size_text(sum(s["filesize"] for s in shards))
     bad = sum(not r["valid"] for r in meta["samples"])
     print(f"packed {meta['num_samples']} videos of {what} as WebDataset shards (up to {meta['num_frames']} JPEG "
           f"frames of {meta['image_size']} px, {size_text} in {len(shards)} tar file(s)) -> {out}")

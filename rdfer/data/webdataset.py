@@ -346,7 +346,7 @@ class WebDatasetVideos(IterableDataset):
         return [(self._records[i]["path"], int(self._records[i]["label"])) for i in self._indices()]
 
     def __len__(self) -> int:
-        return len(self._indices())
+        return len(self._records) if self.kept is None else len(self.kept)
 
     def subset(self, indices: Sequence[int]) -> "WebDatasetVideos":
         """A view keeping only ``indices`` (items keep their index): the validation carve-out."""
@@ -458,32 +458,32 @@ class WebDatasetVideos(IterableDataset):
         raise RuntimeError(f"{self.urls[k]}: sample {self._records[index]['key']!r} not found")
 
     def _pad_item(self) -> Dict[str, Any]:
-        t = self.num_frames
-        item = dict(label=0, index=-1, path="", frame_index=torch.zeros(t, dtype=torch.long), fps=None, valid=False,
-                    key="", pad=True)
-        return {**item, **self._empty_video()}
+        return self._invalid(dict(label=0, index=-1, path="", fps=None, key="", pad=True))
 
-    def _empty_video(self) -> Dict[str, Any]:
+    def _invalid(self, item: Dict[str, Any]) -> Dict[str, Any]:
+        """``item`` completed as a sample with nothing to read (``valid=False``): zero frames, or no JPEG bytes."""
         t, s = self.num_frames, self.image_size
         if self.decode_on_device:
-            return dict(jpeg=torch.zeros(0, dtype=torch.uint8), jpeg_offsets=torch.zeros(t + 1, dtype=torch.long))
-        return dict(video=torch.zeros((3, t, s, s), dtype=torch.uint8))
+            video = dict(jpeg=torch.zeros(0, dtype=torch.uint8), jpeg_offsets=torch.zeros(t + 1, dtype=torch.long))
+        else:
+            video = dict(video=torch.zeros((3, t, s, s), dtype=torch.uint8))
+        return {**item, **video, "frame_index": torch.zeros(t, dtype=torch.long), "valid": False}
 
     def _item(self, index: int, sample: Dict[str, bytes]) -> Dict[str, Any]:
         import simplejpeg
 
         rec = self._records[index]
         t, s = self.num_frames, self.image_size
-        item = dict(label=int(rec["label"]), index=index, path=rec["path"], fps=None, key=rec["key"], pad=False)
         try:
             meta = json.loads(sample["json"])
         except (KeyError, ValueError):
             meta = {"valid": False}
-        item["fps"] = meta.get("fps")
+        item = dict(label=int(rec["label"]), index=index, path=rec["path"], fps=meta.get("fps"), key=rec["key"],
+                    pad=False)
         n = int(meta.get("n_frames", 0))
         names = [_frame_member(j) for j in range(n)]
         if not meta.get("valid", False) or n < 1 or any(name not in sample for name in names):
-            return {**item, **self._empty_video(), "frame_index": torch.zeros(t, dtype=torch.long), "valid": False}
+            return self._invalid(item)
         pick = sample_indices(n, t, self.train)
         source_frames = meta.get("frame_index") or list(range(n))
         item["frame_index"] = torch.as_tensor(source_frames, dtype=torch.long)[pick]
@@ -502,7 +502,7 @@ class WebDatasetVideos(IterableDataset):
                         raise ValueError(f"frame {j} is {decoded[j].shape[1]}x{decoded[j].shape[0]}, not {s}x{s}")
                 video[:, slot] = torch.from_numpy(decoded[j]).permute(2, 0, 1)
         except ValueError:  # a damaged JPEG: the sample is excluded and reported, the run goes on
-            return {**item, **self._empty_video(), "frame_index": torch.zeros(t, dtype=torch.long), "valid": False}
+            return self._invalid(item)
         return {**item, "video": video, "valid": True}
 
     def _probe_size(self) -> int:

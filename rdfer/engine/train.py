@@ -84,10 +84,15 @@ def batch_transform(train: bool, augment: bool):
 class _StreamLoader(DataLoader):
     """A DataLoader over :class:`~rdfer.data.WebDatasetVideos` whose length is the exact number of
     batches each rank gets (PyTorch's guess, ``len(dataset) / batch_size``, ignores the padding of
-    each worker's run and the split over ranks)."""
+    each worker's run and the split over ranks). Counted once, here: the training loop asks for it
+    every step, and a split that cannot be evened out fails before training starts."""
+
+    def __init__(self, dataset, **kwargs) -> None:
+        super().__init__(dataset, **kwargs)
+        self._batches = dataset.batches_per_rank(self.batch_size, self.num_workers)
 
     def __len__(self) -> int:
-        return self.dataset.batches_per_rank(self.batch_size, self.num_workers)
+        return self._batches
 
 
 def make_loader(dataset, batch_size: int, dist_info: DistInfo, shuffle: bool, seed: int, workers: int,
