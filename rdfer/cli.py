@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import List, Optional
+from typing import Iterable, List, Optional
 
 
 def _require_extra(extra: str, what: str, modules=()) -> None:
@@ -198,16 +198,19 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_cmd_train)
 
 
-def _recipe_text(name: str) -> str:
+def _recipe_text(name: str, overridden: Iterable[str] = ()) -> str:
+    """The recipe's values as text, less those the user set (``overridden``: field names)."""
     from .engine.config import RECIPES
 
     items = dict(RECIPES[name])
     items.update(items.pop("model_options", {}))  # e.g. frame_head: shown beside the other values
-    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in items.items())
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in items.items() if k not in set(overridden))
 
 
 def _count_training_videos(dataset: str, source: Optional[str]) -> Optional[int]:
-    """Videos in a csv/packed training set, read cheaply to pick the recipe (None: unknown)."""
+    """Videos in a csv/packed/webdataset training set, read cheaply to pick the recipe (None:
+    unknown). The same videos get the same recipe however they are named: a folder, an
+    ``index.json``, a brace pattern or a URL."""
     import json
     from pathlib import Path
 
@@ -218,13 +221,23 @@ def _count_training_videos(dataset: str, source: Optional[str]) -> Optional[int]
             return sum(1 for _ in read_csv_rows(source, ("path", "label")))
         if dataset == "packed" and source:
             return int(json.loads((Path(source) / "index.json").read_text())["num_samples"])
-        if dataset == "webdataset" and source:  # a local pack folder or index.json; a pattern is counted later
-            index = Path(source) / "index.json" if Path(source).is_dir() else Path(source)
-            if index.suffix == ".json" and index.is_file():
-                return int(json.loads(index.read_text())["rdfer"]["num_samples"])
+        if dataset == "webdataset" and source:
+            from .data.webdataset import WebDatasetVideos
+
+            return len(WebDatasetVideos(source))  # the index's sample list, or one pass over the .json members
     except (OSError, ValueError, KeyError, TypeError):
         return None  # the dataset's own checks report a broken file, with its row, at start-up
     return None
+
+
+def _check_config_out(out: str, config: str) -> None:
+    """A config file (a published model's, say) chooses where its run is written only inside the
+    working folder: an absolute path or one with ``..`` there must be given as ``--out``."""
+    from pathlib import PurePath
+
+    if PurePath(out).is_absolute() or ".." in PurePath(out).parts or out.startswith("~"):
+        raise ValueError(f"{config}: out: {out!r} is outside the working folder; a config file writes its run "
+                         f"inside it only: give --out (e.g. --out runs/{PurePath(out).name or 'rdfer'})")
 
 
 def _train_config_from_args(args):
@@ -237,20 +250,26 @@ def _train_config_from_args(args):
             raise SystemExit("rdfer train needs a dataset (synthetic, dfew, ferv39k, csv, packed or webdataset): give it on the "
                              "command line or as `dataset:` in the --config file")
         args.dataset = from_file["dataset"]
+    skip = ("func", "command", "config", "folds", "model_option", "strategy_option", "recipe")
+    cli = {k: v for k, v in vars(args).items() if k not in skip}
+    if from_file.get("out") is not None and cli.get("out") is None:
+        _check_config_out(str(from_file["out"]), args.config)
+    cli_options = dict(getattr(args, "model_option", None) or [])
     recipe = getattr(args, "recipe", None)
     if recipe is None:
         num_train = _count_training_videos(args.dataset, getattr(args, "train_source", from_file.get("train_source")))
         recipe = default_recipe(args.dataset, num_train)
         if recipe == "small":
-            # On stdout: stderr carries errors only, one line each.
-            print(f"rdfer: a small training set ({num_train} videos): the 'small' recipe ({_recipe_text('small')}); "
-                  f"--recipe paper for the paper's", flush=True)
+            # On stdout: stderr carries errors only, one line each. Only the values the recipe sets.
+            given = {*from_file, *cli, *cli_options}
+            if "model_options" in from_file:  # the file's model options replace the recipe's
+                given |= set(RECIPES["small"].get("model_options", {}))
+            print(f"rdfer: a small training set ({num_train} videos): the 'small' recipe "
+                  f"({_recipe_text('small', given) or 'every value set by you'}); --recipe paper for the paper's",
+                  flush=True)
     values = dict(RECIPES[recipe])
     values.update(from_file)
-    skip = ("func", "command", "config", "folds", "model_option", "strategy_option", "recipe")
-    cli = {k: v for k, v in vars(args).items() if k not in skip}
-    options = dict(values.get("model_options", {}))
-    options.update(dict(getattr(args, "model_option", None) or []))
+    options = {**values.get("model_options", {}), **cli_options}  # a file's model_options replace the recipe's
     values.update(cli)
     rule_options = dict(values.get("strategy_options", {}))
     rule_options.update(dict(getattr(args, "strategy_option", None) or []))
@@ -354,7 +373,9 @@ def _inference_setup(args, default_split: str, what: str):
     if getattr(base, "train", False):  # read frames as evaluation does (uniform, centred), not with training jitter
         base.train = False
     loader = make_loader(dataset, cfg.batch_size, info, False, cfg.seed, cfg.workers)
-    out = Path(getattr(args, "out", None) or default_output_home(args.checkpoint) / f"{what}_{split}")
+    # TTA results are other numbers: a folder of their own, never the plain evaluation's.
+    tta = "_tta" if getattr(args, "tta", False) else ""
+    out = Path(getattr(args, "out", None) or default_output_home(args.checkpoint) / f"{what}_{split}{tta}")
     out.mkdir(parents=True, exist_ok=True)
     return model, dataset, loader, classes, info.device, batch_transform(False, False), out, split
 
@@ -374,6 +395,7 @@ def _cmd_eval(args) -> int:
 
     model, _, loader, classes, device, tf, out, split = _inference_setup(args, "test", "eval")
     metrics = evaluate(model, loader, device, len(classes), classes, tf, progress=True)
+    metrics["tta"] = "mirror" if getattr(args, "tta", False) else None  # how the numbers were made
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     write_confusion(metrics, classes, out)
     print(f"{split}: WAR {100 * metrics['war']:.2f}%  UAR {100 * metrics['uar']:.2f}%  "

@@ -37,7 +37,8 @@ def test_video_csv_decodes_the_real_clips(crema_csv):
     from rdfer.data import VideoCSV
 
     ds = VideoCSV(crema_csv, num_frames=16, image_size=64)
-    assert len(ds) == 6 and list(ds.classes) == list(rdfer.EMOTIONS)  # emotion names map to DFEW's order
+    # Emotion names: the six present, in DFEW's order (CREMA-D has no surprise).
+    assert len(ds) == 6 and list(ds.classes) == [e for e in rdfer.EMOTIONS if e != "surprise"]
     for i in range(len(ds)):
         item = ds[i]
         video = item["video"]
@@ -63,7 +64,7 @@ def test_rdfer_train_csv_two_epochs_on_real_clips(crema_csv, tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2] and all(r["excluded_invalid"] == 0 for r in rows)
     assert len((out / "train.log").read_text().splitlines()) == 2
     results = json.loads((out / "results.json").read_text())
-    assert results["test_last_epoch"]["num_samples"] == 2 and results["model"]["num_classes"] == 7
+    assert results["test_last_epoch"]["num_samples"] == 2 and results["model"]["num_classes"] == 6
     assert not (out / "bad_samples.txt").exists()
 
 

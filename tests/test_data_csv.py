@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from data_trees import make_dfew, video_frame_numbers, write_frames, write_video
-from rdfer.data import EMOTIONS, VideoCSV, eval_indices
+from rdfer.data import VideoCSV, eval_indices
 from rdfer.data.decode import BadInputWarning, read_video_file
 
 
@@ -28,8 +28,8 @@ def test_video_files_eval_sampling_fps_and_frames(videos):
     csv = _csv(videos / "eval.csv", ["clips/twenty.mp4,Happy", "clips/three.mp4,sad", "clips/twelve.mkv,FEAR",
                                       "clips/folder,neutral"])
     ds = VideoCSV(csv, num_frames=8, image_size=32)
-    assert ds.train is False and ds.classes == list(EMOTIONS)
-    assert ds.labels == [0, 1, 6, 2]
+    assert ds.train is False and ds.classes == ["happy", "sad", "neutral", "fear"]  # those present, DFEW's order
+    assert ds.labels == [0, 1, 3, 2]
     assert ds.samples[0][0] == str(videos / "clips" / "twenty.mp4")  # resolved against the CSV's folder
     for i, (n, fps) in enumerate([(20, 10.0), (3, 25.0), (12, 10.0), (12, None)]):
         item = ds[i]
@@ -95,9 +95,9 @@ def test_class_rules(tmp_path):
         VideoCSV(_csv(tmp_path / "g2.csv", rows(["calm", "anger"])), classes=["calm", "pain"])
     with pytest.raises(ValueError, match=r"row 2: unknown label '5'"):
         VideoCSV(_csv(tmp_path / "g3.csv", rows(["5"])), classes=["calm", "pain"])
-    # a subset of the emotions still uses all 7 in EMOTIONS order
+    # a subset of the emotions: those present, in EMOTIONS order (no class without a video)
     ds = VideoCSV(_csv(tmp_path / "e.csv", rows(["Fear", "happy"])))
-    assert ds.classes == list(EMOTIONS) and ds.labels == [6, 0]
+    assert ds.classes == ["happy", "fear"] and ds.labels == [1, 0]
 
 
 def test_extra_columns_absolute_paths_and_frame_folders(tmp_path):
@@ -106,7 +106,7 @@ def test_extra_columns_absolute_paths_and_frame_folders(tmp_path):
     csv = _csv(tmp_path / "sub" / "x.csv", [f"7,{folder},surprise,ok"], header="id, Path ,LABEL,note")
     ds = VideoCSV(csv, num_frames=12, image_size=16)
     item = ds[0]
-    assert item["label"] == EMOTIONS.index("surprise") and item["fps"] is None
+    assert ds.classes == ["surprise"] and item["label"] == 0 and item["fps"] is None
     assert video_frame_numbers(item["video"]) == list(range(1, 13))
 
 

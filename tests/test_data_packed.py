@@ -97,6 +97,17 @@ def test_checksum_corruption_is_detected(dfew, tmp_path):
         PackedDataset(out, verify=False)
 
 
+@pytest.mark.parametrize("name", ["../outside.bin", "/etc/hostname", "sub/../../outside.bin"])
+def test_an_index_naming_a_file_outside_its_pack_is_refused(dfew, tmp_path, name):
+    out = pack_dataset(_source(dfew), tmp_path / "pack", num_frames=8, image_size=16, progress=False, shard_size=2)
+    index = json.loads((out / "index.json").read_text())
+    (tmp_path / "outside.bin").write_bytes((out / index["shards"][0]["file"]).read_bytes())  # same size and hash
+    index["shards"][0]["file"] = name
+    (out / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="is not a plain name inside the index's own folder"):
+        PackedDataset(out, verify=False)
+
+
 class Crashing:
     """A source that dies (like a killed process) after ``k`` videos."""
 

@@ -28,10 +28,6 @@ from rdfer.engine.datasets import split_validation
 from rdfer.engine.distributed import DistInfo
 from rdfer.engine.train import make_loader
 
-CURL = shutil.which("curl")
-needs_curl = pytest.mark.skipif(CURL is None and not os.environ.get("CI"),
-                                reason="http(s) shards are read through curl (CI installs it)")
-
 
 def _tree(root: Path, n: int) -> Path:
     """A DFEW tree of ``n`` training clips (3-12 frames of 32 px, labels cycling over the 7 classes)
@@ -224,7 +220,13 @@ def test_clear_errors_for_missing_changed_and_foreign_shards(packs, tmp_path):
     changed = tmp_path / "changed"
     shutil.copytree(train, changed)
     shutil.copy(changed / "shard-000000.tar", changed / "shard-000001.tar")  # other samples under shard 1's name
-    with pytest.raises(RuntimeError, match="shard-000001.tar: 3 sample.s. listed for this shard are not in it"):
+    with pytest.raises(ValueError, match="shard-000001.tar: 40960 bytes but its index says 30720: the shard changed"):
+        WebDatasetVideos(str(changed))  # a local shard of another size than its index records: before training
+    index = json.loads((changed / "index.json").read_text())
+    for shard in index["shardlist"]:
+        del shard["filesize"]  # an index without sizes: the change is found when the shard is read
+    (changed / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="shard-000001.tar: 3 sample.s. listed for this shard are not in it"):
         list(WebDatasetVideos(str(changed)))
 
 
@@ -236,7 +238,8 @@ def test_decode_on_device_gives_the_worker_decoded_videos(packs):
     batch_b = collate_videos(list(b)[:5])
     assert "video" not in batch_b and batch_b["jpeg_offsets"].shape == (5, 9)
     keep = torch.tensor([True, False, True, True, True])
-    decoded = batch_videos(batch_b, keep, "cpu")  # torchvision.io.decode_jpeg, one call for the batch
+    decoded, kept = batch_videos(batch_b, keep, "cpu")  # torchvision.io.decode_jpeg, one call for the batch
+    assert torch.equal(kept, keep)
     assert decoded.shape == (4, 3, 8, 16, 16) and decoded.dtype == torch.uint8
     assert (decoded.int() - batch_a["video"][keep].int()).abs().max() <= 1  # two libjpeg-turbo builds
 
@@ -246,7 +249,8 @@ def test_decode_on_the_gpu(packs):
     _, train, _ = packs
     batch = collate_videos(list(WebDatasetVideos(str(train), decode_on_device=True)))
     ref = collate_videos(list(WebDatasetVideos(str(train))))["video"]
-    video = batch_videos(batch, torch.ones(len(ref), dtype=torch.bool), "cuda")
+    video, kept = batch_videos(batch, torch.ones(len(ref), dtype=torch.bool), "cuda")
+    assert kept.all()
     assert video.is_cuda and video.shape == ref.shape
     assert (video.cpu().int() - ref.int()).abs().max() <= 2
 
@@ -273,7 +277,6 @@ def http_root():
         server.server_close()
 
 
-@needs_curl
 def test_stream_over_loopback_http_and_a_pipe(packs, http_root):
     root, train, _ = packs
     url = http_root(train.parent)
@@ -302,7 +305,7 @@ def _torchrun_train(packs_dir, train_spec, test_spec, out, epochs=2):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("where", ["local", pytest.param("http", marks=needs_curl)])
+@pytest.mark.parametrize("where", ["local", "http"])
 def test_torchrun_two_ranks_two_workers_train_on_every_sample_once_per_epoch(packs, http_root, tmp_path, where):
     _, train, test = packs
     base = http_root(train.parent) if where == "http" else str(train.parent)

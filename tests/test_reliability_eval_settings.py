@@ -168,6 +168,7 @@ def test_packs_of_other_class_orders_or_sizes_are_refused(csv_run, tmp_path, cap
     # Training on a pack records the pack's frame size, not the --image-size default (112).
     assert main(["train", "packed", "--train", str(a), "--test", str(a), *TINY, "--num-frames", "8",
                  "--out", str(tmp_path / "r")]) == 0
+    assert "test videos are training videos too" in capsys.readouterr().err  # --train and --test are one pack
     assert rdfer.load_model(tmp_path / "r").data_config["image_size"] == 32
     assert _fails(capsys, ["eval", "packed", "--checkpoint", str(tmp_path / "r"), "--train", str(small), "--test",
                            str(small), "--workers", "0"]) == (

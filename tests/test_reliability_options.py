@@ -242,15 +242,16 @@ def test_resume_on_changed_training_data_is_refused_naming_the_videos(tmp_path, 
             "--out", str(out)]
     assert main(argv + ["--stop-after", "1"]) == 0
     stored = json.loads((out / TRAIN_DATA_FILE).read_text())
-    assert stored["num_videos"] == 8 and stored["classes"] == list(rdfer.data.EMOTIONS)
+    assert stored["num_videos"] == 8 and stored["classes"] == ["happy", "sad"]  # the emotions present
     assert load_training_state(latest_checkpoint(out))["train_data_sha256"] == stored["sha256"]
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
 
-    _csv(train_csv, [f"{c},{'angry' if i in (1, 2) else y}" for i, (c, y) in enumerate(zip(clips, labels))])
+    swapped = {"happy": "sad", "sad": "happy"}
+    _csv(train_csv, [f"{c},{swapped[y] if i in (1, 2) else y}" for i, (c, y) in enumerate(zip(clips, labels))])
     line = _exit_2(argv + ["--resume"], capsys)
     v1, v2 = (str(tmp_path / c) for c in ("v1", "v2"))
     assert line.startswith(f"--resume: the training data of the run in {out} has changed since it started: "
-                           f"labels of 2 video(s) changed ({v1}: sad -> angry, {v2}: happy -> angry). ")
+                           f"labels of 2 video(s) changed ({v1}: sad -> happy, {v2}: happy -> sad). ")
     assert line.endswith("restore that data, or start a new run on this data (another --out, or --overwrite)")
 
     for name in ("w0", "w1", "w2"):

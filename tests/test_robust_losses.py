@@ -256,8 +256,9 @@ def test_logit_adjustment_and_noisy_max_from_the_command_line():
     vars(args).pop("debug", None)  # main()'s own option
     cfg = _train_config_from_args(args)
     assert (cfg.strategy, cfg.noisy_max, cfg.logit_adjustment) == ("clip_vote", 0.3, 1.0)
-    dataset = type("D", (), {"labels": [0, 2, 2, 2]})()
-    assert _class_prior(dataset, 4).tolist() == [0.25, 0.0, 0.75, 0.0]
+    # An empty class gets the largest class's prior, never a tiny one (a class it never saw
+    # would otherwise win at test time: its raw logit is left untrained and high).
+    assert _class_prior(torch.tensor([1.0, 0.0, 3.0, 0.0])).tolist() == [0.25, 0.75, 0.75, 0.75]
 
 
 def test_training_run_uses_clip_vote_and_the_training_labels_prior(tmp_path):
@@ -333,7 +334,8 @@ def test_logit_adjustment_auto_resolves_from_the_class_counts():
     assert IMBALANCE_RATIO == 3.0
     assert resolve_logit_adjustment("auto", [30, 10, 12]) == 1.0  # 3x: imbalanced
     assert resolve_logit_adjustment("auto", [29, 10, 12]) == 0.0
-    assert resolve_logit_adjustment("auto", [40, 0, 20]) == 0.0  # an empty class does not count
+    assert resolve_logit_adjustment("auto", [40, 0, 20]) == 1.0  # an empty class counts: infinitely rare
+    assert resolve_logit_adjustment("auto", [0, 0]) == 0.0
     assert resolve_logit_adjustment(0.5, [100, 1]) == 0.5  # a number is used as given
     assert TrainConfig(logit_adjustment="auto").logit_adjustment == "auto"
     with pytest.raises(ValueError, match="--logit-adjustment must be"):

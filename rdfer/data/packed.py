@@ -15,7 +15,8 @@ On disk (``out_dir``)::
 
 Packing is resumable: a shard is written to a temporary file and renamed when complete, and the
 index is then rewritten atomically, so after an interruption (even ``kill -9``) a re-run keeps
-every completed shard and continues from the first sample after them.
+every completed shard and continues from the first sample after them. The index is written first
+(empty), so a folder without one that holds files named like shards is someone else's: refused.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -35,6 +37,7 @@ from torch.utils.data import Dataset
 from .collate import VideoItems
 from .decode import BadInputWarning, bad_input_report
 from .sampling import eval_indices, sample_indices
+from .sources import check_source
 
 __all__ = ["pack_dataset", "PackedDataset", "PACK_FORMAT", "PACK_VERSION"]
 
@@ -82,18 +85,36 @@ def _shard_name(k: int) -> str:
     return f"shard_{k:05d}.bin"
 
 
+_SHARD_FILE = re.compile(r"shard_\d{5,}\.bin(\.tmp)?")  # what pack_dataset names its shards
+
+
 def keep_uniform(num_frames: int, n: int) -> torch.Tensor:
     """The frames a pack keeps of a video of ``n``: up to ``num_frames``, spread uniformly."""
     return eval_indices(n, min(n, num_frames))
 
 
-def resume_progress(out: Path, done: int, total: int, progress: bool):
-    """Delete the leftovers of an interrupted shard or index write in ``out``; a tqdm bar at ``done`` of ``total``."""
+def resume_progress(out: Path, done: int, total: int, progress: bool, shard_file: "re.Pattern[str]"):
+    """Delete the leftovers of an interrupted shard or index write in ``out`` (``shard_file``
+    matches the writer's shard names and their ``.tmp``; no other file is touched); a tqdm bar at
+    ``done`` of ``total``."""
     from tqdm.auto import tqdm
 
     for tmp in out.glob("*.tmp"):
-        tmp.unlink()
+        if tmp.name == INDEX + ".tmp" or shard_file.fullmatch(tmp.name):
+            tmp.unlink()
     return tqdm(total=total, initial=done, desc=f"pack {out.name}", unit="video", disable=not progress)
+
+
+def check_fresh(out: Path, shard_file: "re.Pattern[str]") -> None:
+    """Refuse to pack into ``out`` (which has no pack index) when it already holds files named like
+    the writer's shards (``shard_file``): they are not a pack rdfer can resume, and would be
+    overwritten. A one-line ValueError naming them; nothing is touched."""
+    found = sorted(p.name for p in out.iterdir() if shard_file.fullmatch(p.name))
+    if found:
+        more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+        raise ValueError(f"{out} holds {', '.join(found[:3])}{more} (named like this pack's shards) but no {INDEX} "
+                         f"of a pack in progress: they are not rdfer's to overwrite; move them or choose another "
+                         f"output folder")
 
 
 def check_resumable(out: Path, diff: Sequence[str], done: Sequence[Any], sources: Sequence[Any],
@@ -152,15 +173,29 @@ def pack_dataset(dataset: Dataset, out_dir: PathLike, num_frames: int = 64, imag
     shards: List[Dict[str, Any]] = []
     records: List[Dict[str, Any]] = []
     if index_path.exists():
-        old = json.loads(index_path.read_text(encoding="utf-8"))
+        try:
+            old = json.loads(index_path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise ValueError(f"{index_path} is not a pack index ({err}); delete it or choose another output "
+                             f"folder") from None
+        old = old if isinstance(old, dict) else {}
         diff = [k for k, v in header.items() if k != "source" and old.get(k) != v]
-        shards, records = old["shards"], old["samples"]
-        check_resumable(out, diff, [(r["path"], r["label"]) for r in records], sources,
-                        [(out / s["file"], s["bytes"]) for s in shards])
+        shards, records = old.get("shards", []), old.get("samples", [])
+        try:
+            check_resumable(out, diff, [(r["path"], r["label"]) for r in records], sources,
+                            [(out / s["file"], s["bytes"]) for s in shards])
+        except (KeyError, TypeError, AttributeError):
+            raise ValueError(f"{index_path} is not a pack index rdfer can resume; delete the folder or choose "
+                             f"another output folder") from None
         if old.get("complete"):
             return out
+    else:
+        check_fresh(out, _SHARD_FILE)
+        # The index first: from now on the folder is recognisably a pack in progress, so a crash
+        # that leaves a finished shard behind never makes it look like someone else's files.
+        _atomic_write_json(index_path, {**header, "complete": False, "shards": [], "samples": []})
     start = len(records)
-    bar = resume_progress(out, start, len(sources), progress)
+    bar = resume_progress(out, start, len(sources), progress, _SHARD_FILE)
     select = functools.partial(keep_uniform, num_frames)
     try:
         while start < len(sources) or not shards:
@@ -253,6 +288,8 @@ class PackedDataset(VideoItems):
         self._frame_index = [torch.tensor(r.pop("frame_index"), dtype=torch.long) for r in self._records]
         self._maps: Dict[int, np.ndarray] = {}
         for s in self._shards:
+            # Data is never code, nor a pointer elsewhere: an index names its own shards only.
+            check_source(s.get("file"), "index", index=str(index_path))
             path = self.root / s["file"]
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: shard missing from the pack")

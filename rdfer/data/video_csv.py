@@ -269,8 +269,9 @@ class VideoCSV(VideoListDataset):
        two names differing only in case): a label is a class name (exactly, or else ignoring
        case: ``Happy`` is ``happy``) or an integer index into ``classes``; anything else is an
        error.
-    2. Every label is one of :data:`~rdfer.EMOTIONS` (ignoring case): the classes are the 7
-       EMOTIONS in their order, so models stay compatible with DFEW-trained ones.
+    2. Every label is one of :data:`~rdfer.EMOTIONS` (ignoring case): the classes are the
+       EMOTIONS the CSV uses, in DFEW's order (all 7 when all occur, as for DFEW-trained models);
+       a class with no video is never made (pass ``classes`` for a fixed list).
     3. Every label is an integer ``k >= 0`` (ASCII digits): the classes are ``"0" .. "max"``
        and ``k`` is the class; a label of :data:`MAX_INTEGER_CLASSES` or more is an error.
     4. Some labels are EMOTIONS and others are not: an error naming the first other label's row
@@ -333,7 +334,10 @@ class VideoCSV(VideoListDataset):
         """Rules 2-5 of the class docstring: the class list of a CSV given none."""
         names = [label for _, _, label in rows]
         if all(x.lower() in EMOTIONS for x in names):
-            return list(EMOTIONS)
+            # The emotions present, in DFEW's order: a class with no training video would be one
+            # the model can never learn, yet may predict.
+            present = {x.lower() for x in names}
+            return [e for e in EMOTIONS if e in present]
         ints = [label_index(x) for x in names]
         if all(i is not None for i in ints):
             top = max(ints)  # type: ignore[type-var]

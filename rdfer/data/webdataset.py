@@ -10,15 +10,30 @@ in ``shard-000000.tar``, ``shard-000001.tar``, ... (plain tar, so ``tar``, the `
 library and any WebDataset tool read them), plus ``index.json``: the shard list in the
 ``wids-shard-index-v1`` format of the webdataset project, with rdfer's per-sample records
 (key, label, path, frames), so training needs no pass over the data to know the labels.
-Shards are written to a temporary name and renamed when complete; an interrupted pack resumes.
+The index is written first (empty), then each shard under a temporary name, renamed when
+complete; an interrupted pack resumes. A folder without an index that already holds files named
+like shards is refused: they are not rdfer's to overwrite.
 
 Reading (:class:`WebDatasetVideos`, ``rdfer train webdataset --train SHARDS``): SHARDS is a brace
-pattern (``shards/train-{000000..000009}.tar``), ``::``-separated URLs, ``pipe:COMMAND``,
-``http(s)://`` URLs (through ``curl``), or a pack folder / ``index.json`` (local or URL). The
-``webdataset`` library opens the streams and groups tar members into samples. Which shard goes to
-which process is planned here, because the library's ``split_by_node``/``split_by_worker`` give
-every (rank, worker) whole shards: sample counts then differ between ranks, and a rank that runs
-out early deadlocks DDP. Instead, every epoch:
+pattern (``shards/train-{000000..000009}.tar``, at most :data:`~rdfer.data.sources.MAX_SHARDS`
+shards), ``::``-separated paths or ``http(s)://`` URLs, ``pipe:COMMAND`` (typed by the user only),
+or a pack folder / ``index.json`` (local or URL). Data is never code
+(:mod:`rdfer.data.sources`): a shard name inside an index is a plain name in the index's own
+folder or URL prefix, never a URL, program, absolute path or ``..``, so a local index never
+reaches the network and never runs anything. ``http(s)`` is read through :mod:`urllib`, each
+read waiting at most ``RDFER_NETWORK_TIMEOUT`` seconds (default 60).
+
+What a shard holds is checked as it is read, and a bad file is a one-line :class:`ShardError`
+(a ``ValueError``: ``rdfer`` exits 2) naming the shard or index and the sample key: a malformed
+index; a local shard missing or of another size than its index records; a sample whose ``.json``
+label, path or frame count differs from the index's (the shard changed since its index was
+written: pack again); a key twice in one shard; a label that is not an integer, outside the
+class list, or, without one, not in 0..999; more frames claimed than the shard holds. A
+damaged frame only excludes its sample (``valid=False``, reported), as an unreadable video does.
+
+Which shard goes to which process is planned here, because the library's
+``split_by_node``/``split_by_worker`` give every (rank, worker) whole shards: sample counts then
+differ between ranks, and a rank that runs out early deadlocks DDP. Instead, every epoch:
 
 1. the shards are put in a seeded order (a new permutation each epoch when training);
 2. the samples, in that order, are cut into ``ranks x workers`` contiguous runs of equal length
@@ -32,38 +47,61 @@ Items are those of every rdfer dataset (``video``, ``label``, ``index``, ``path`
 ``frame_index``, ``fps``, ``valid``) plus ``key`` and ``pad``; ``index`` is the sample's
 position in the shard list (shards in the given order, samples in tar order), so the agreement
 loss's per-sample memory is kept per sample key. With ``decode_on_device=True`` the workers
-ship the picked frames' JPEG bytes instead (``jpeg``, ``jpeg_offsets``) and
-:func:`batch_videos` decodes them in the training process with
-``torchvision.io.decode_jpeg`` on the training device (the GPU's nvJPEG under CUDA).
+check each picked frame's JPEG header and ship its bytes instead (``jpeg``, ``jpeg_offsets``);
+:func:`batch_videos` decodes them in the training process with ``torchvision.io.decode_jpeg``
+on the training device (the GPU's nvJPEG under CUDA), and a video whose frames fail to decode
+is excluded from the batch.
 """
 
 from __future__ import annotations
 
 import functools
+import http.client
 import io
 import json
 import math
 import os
-import shutil
+import re
 import tarfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .packed import _atomic_write_json, _fsync_dir, check_resumable, keep_uniform, resume_progress
+from .packed import _atomic_write_json, _fsync_dir, check_fresh, check_resumable, keep_uniform, resume_progress
 from .sampling import sample_indices
+from .sources import check_source, expand_pattern, network_timeout, open_source, read_source, source_kind
+from .video_csv import MAX_INTEGER_CLASSES, check_class_names
 
-__all__ = ["write_webdataset", "WebDatasetVideos", "batch_videos", "expand_shards", "WDS_FORMAT", "WDS_VERSION"]
+__all__ = ["write_webdataset", "WebDatasetVideos", "batch_videos", "expand_shards", "ShardError", "WDS_FORMAT",
+           "WDS_VERSION"]
 
 WDS_FORMAT = "rdfer-webdataset"
 WDS_VERSION = 1
 INDEX = "index.json"
 _WIDS_KIND = "wids-shard-index-v1"
+_SHARD_FILE = re.compile(r"shard-\d{6,}\.tar(\.tmp)?")  # what write_webdataset names its shards
+# Sanity bounds on what a shard or index may claim, checked before anything of that size is built.
+_MAX_FRAMES = 10_000  # frames stored per video
+_MAX_IMAGE = 4096  # frame side in pixels
+_MAX_MEMBER = 64 << 20  # bytes of one tar member (a frame, a sample's .json)
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+class ShardError(ValueError):
+    """A shard or shard index that cannot be used as it is (malformed, missing, changed since its
+    index was written): one line naming the file and, where there is one, the sample key."""
+
+    def __init__(self, message: str) -> None:
+        # Raised in a DataLoader worker, PyTorch re-raises it in the training process as
+        # ShardError("Caught ShardError in DataLoader worker process 0.\nOriginal Traceback ...
+        # ShardError: <message>"): keep the original line, so the command line still shows one.
+        if message.startswith("Caught ") and "\nOriginal Traceback" in message:
+            message = message.rstrip().splitlines()[-1].split(": ", 1)[-1]
+        super().__init__(message)
 
 
 def _shard_name(k: int) -> str:
@@ -72,6 +110,10 @@ def _shard_name(k: int) -> str:
 
 def _frame_member(j: int) -> str:
     return f"{j:03d}.jpg"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not the label 1
 
 
 # --------------------------------------------------------------------------- writing
@@ -83,6 +125,10 @@ def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def _index_doc(out: Path, shardlist: List[Dict[str, Any]], meta: Dict[str, Any]) -> Dict[str, Any]:
+    return {"__kind__": _WIDS_KIND, "wids_version": 1, "name": out.name, "shardlist": shardlist, "rdfer": meta}
+
+
 def write_webdataset(dataset, out_dir: PathLike, num_frames: int = 64, image_size: int = 112,
                      shard_size: int = 256, quality: int = 90, progress: bool = True) -> Path:
     """Write ``dataset`` (DFEW, FERV39K, VideoCSV or any dataset with ``samples``, ``classes`` and
@@ -92,7 +138,8 @@ def write_webdataset(dataset, out_dir: PathLike, num_frames: int = 64, image_siz
         dataset: the source; its own ``num_frames``/``image_size``/``train`` are not used.
         out_dir: created if needed. An unfinished pack of the same source and settings resumes
             after its last complete shard; a finished one is left as is; a pack of another
-            source or settings is an error (nothing is touched).
+            source or settings, or files named like shards without a pack index, is an error
+            (nothing is touched).
         num_frames: frames kept per video (at most; shorter videos keep all theirs).
         image_size: stored frame side in pixels.
         shard_size: videos per shard (the unit of resumption and of streaming).
@@ -121,16 +168,30 @@ def write_webdataset(dataset, out_dir: PathLike, num_frames: int = 64, image_siz
     shardlist: List[Dict[str, Any]] = []
     records: List[Dict[str, Any]] = []
     if index_path.exists():
-        old = json.loads(index_path.read_text(encoding="utf-8"))
-        meta = old.get("rdfer", {})
-        shardlist, records = old.get("shardlist", []), meta.get("samples", [])
-        check_resumable(out, [k for k, v in settings.items() if meta.get(k) != v],
-                        [[r["path"], r["label"]] for r in records], sources,
-                        [(out / s["url"], s["filesize"]) for s in shardlist])
+        try:
+            old = json.loads(index_path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise ValueError(f"{index_path} is not a pack index ({err}); delete it or choose another output "
+                             f"folder") from None
+        meta = old.get("rdfer") if isinstance(old, dict) else None
+        meta = meta if isinstance(meta, dict) else {}
+        shardlist, records = old.get("shardlist", []) if meta else [], meta.get("samples", [])
+        try:
+            check_resumable(out, [k for k, v in settings.items() if meta.get(k) != v],
+                            [[r["path"], r["label"]] for r in records], sources,
+                            [(out / s["url"], s["filesize"]) for s in shardlist])
+        except (KeyError, TypeError, AttributeError):
+            raise ValueError(f"{index_path} is not a pack index rdfer can resume; delete the folder or choose "
+                             f"another output folder") from None
         if meta.get("complete"):
             return out
+    else:
+        check_fresh(out, _SHARD_FILE)
+        # The index first: from now on the folder is recognisably a pack in progress, so a crash
+        # that leaves a finished shard behind never makes it look like someone else's files.
+        _atomic_write_json(index_path, _index_doc(out, [], {**settings, "complete": False, "samples": []}))
     start = len(records)
-    bar = resume_progress(out, start, len(sources), progress)
+    bar = resume_progress(out, start, len(sources), progress, _SHARD_FILE)
     select = functools.partial(keep_uniform, num_frames)
     try:
         while start < len(sources) or not shardlist:
@@ -170,9 +231,8 @@ def write_webdataset(dataset, out_dir: PathLike, num_frames: int = 64, image_siz
             shardlist.append({"url": name, "nsamples": len(batch), "filesize": (out / name).stat().st_size})
             records.extend({**r, "shard": k} for r in batch)
             start += len(batch)
-            _atomic_write_json(index_path, {
-                "__kind__": _WIDS_KIND, "wids_version": 1, "name": out.name, "shardlist": shardlist,
-                "rdfer": {**settings, "complete": start >= len(sources), "samples": records}})
+            _atomic_write_json(index_path, _index_doc(out, shardlist, {**settings, "complete": start >= len(sources),
+                                                                       "samples": records}))
     finally:
         bar.close()
     return out
@@ -180,48 +240,60 @@ def write_webdataset(dataset, out_dir: PathLike, num_frames: int = 64, image_siz
 
 # --------------------------------------------------------------------------- shard lists
 
-def _is_url(spec: str) -> bool:
-    return "://" in spec or spec.startswith("pipe:")
+def _local_path(spec: str) -> Optional[Path]:
+    """The file a local source names (a path or ``file://``), None for a URL or a program."""
+    if source_kind(spec) != "local":
+        return None
+    return Path(spec[len("file://"):] if spec.startswith("file://") else spec)
 
 
-def _join(base: str, name: str) -> str:
-    if _is_url(name) or os.path.isabs(name):
-        return name
-    if "://" in base:
-        return base.rsplit("/", 1)[0] + "/" + name
-    return str(Path(base).parent / name)
-
-
-def _read_bytes(url: str) -> bytes:
-    from webdataset.gopen import gopen
-
-    with gopen(url, "rb") as stream:
-        return stream.read()
-
-
-def expand_shards(spec: Union[str, Sequence[str]]) -> Tuple[List[str], Optional[Dict[str, Any]]]:
-    """``(shard URLs, index)`` for a shard spec: a brace pattern, ``::``-separated URLs,
-    ``pipe:`` commands, http(s) URLs, a list of these, or a pack folder / ``index.json``
-    (local or URL; its relative shard names resolve against its location). ``index`` is
-    the parsed ``index.json`` when one was given, else None."""
-    from webdataset.shardlists import expand_urls
-
+def _index_location(spec: Union[str, Sequence[str]]) -> Optional[str]:
+    """The ``index.json`` a shard spec names (itself, or inside a pack folder), None for shards."""
     if not isinstance(spec, str):
-        return [u for s in spec for u in expand_shards(s)[0]], None
-    if not _is_url(spec) and Path(spec).is_dir():
-        spec = str(Path(spec) / INDEX)
-    if spec.endswith(".json") and not spec.startswith("pipe:"):
-        if not _is_url(spec) and not Path(spec).is_file():
-            raise FileNotFoundError(f"shard index not found: {spec}")
-        try:
-            index = json.loads(_read_bytes(spec))
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{spec}: cannot read the shard index: {err}") from None
-        if index.get("__kind__") != _WIDS_KIND or not isinstance(index.get("shardlist"), list):
-            raise ValueError(f"{spec}: not a WebDataset shard index ({_WIDS_KIND})")
-        return [_join(spec, s["url"]) for s in index["shardlist"]], index
-    urls = expand_urls(spec)
-    missing = [u for u in urls if not _is_url(u) and not Path(u).is_file()]
+        return None
+    local = _local_path(spec)
+    if local is not None and local.is_dir():
+        return str(local / INDEX)
+    return spec if spec.endswith(".json") and source_kind(spec) != "program" else None
+
+
+def _read_index(spec: str) -> Dict[str, Any]:
+    """The parsed shard index at ``spec`` (checked by the caller), or a one-line error naming it."""
+    local = _local_path(spec)
+    if local is not None and not local.is_file():
+        raise FileNotFoundError(f"shard index not found: {spec}")
+    raw = read_source(spec)  # a URL's errors and timeouts name it already
+    try:
+        index = json.loads(raw)
+    except ValueError as err:
+        raise ShardError(f"{spec}: not a shard index (not JSON: {err})") from None
+    if not isinstance(index, dict) or index.get("__kind__") != _WIDS_KIND or not isinstance(index.get("shardlist"),
+                                                                                             list):
+        raise ShardError(f"{spec}: not a WebDataset shard index ({_WIDS_KIND}: a JSON object with a shardlist)")
+    return index
+
+
+def expand_shards(spec: Union[str, Sequence[str]], origin: str = "user") -> Tuple[List[str], Optional[Dict[str, Any]]]:
+    """``(shard sources, index)`` for a shard spec: a brace pattern, ``::``-separated paths or
+    URLs, ``pipe:`` commands, a list of these, or a pack folder / ``index.json`` (local or URL;
+    its shard names are plain names joined to its own folder or URL prefix). ``origin`` is where
+    the spec came from (``"user"``: typed for this run, anything goes; ``"config"``: a file, which
+    may name paths and http(s) URLs but no program), see :func:`rdfer.data.sources.check_source`.
+    ``index`` is the parsed ``index.json`` when one was given, else None."""
+    if origin not in ("user", "config"):
+        raise ValueError(f"origin {origin!r} is not 'user' or 'config'")
+    if not isinstance(spec, str):
+        return [u for s in spec for u in expand_shards(s, origin)[0]], None
+    location = _index_location(spec)
+    if location is not None:
+        spec = check_source(location, origin, "the shard index")
+        index = _read_index(spec)
+        # Data is never code: an index names its own shards, next to it, and nothing else.
+        urls = [check_source(s.get("url") if isinstance(s, dict) else s, "index", index=spec)
+                for s in index["shardlist"]]
+        return urls, index
+    urls = expand_pattern(spec, origin, "the shards")
+    missing = [u for u in urls if (p := _local_path(u)) is not None and not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} shard(s) of {spec!r} not found, e.g. {missing[0]}")
     return urls, None
@@ -234,46 +306,184 @@ def _split_name(fname: str) -> Tuple[Optional[str], str]:
     return key, (ext or "").lower()
 
 
-def _members(url: str, select=None) -> Iterator[Tuple[str, str, bytes]]:
-    """``(key, extension, bytes)`` of the tar members of one shard, in order."""
-    from webdataset.gopen import gopen
-    from webdataset.tariterators import tar_file_iterator
+def _read_failed(url: str, err: BaseException) -> ShardError:
+    """The one-line error for a shard that could not be read (``err`` may name the URL already)."""
+    if isinstance(err, TimeoutError):
+        text = f"the server stopped answering for {network_timeout():g} s (RDFER_NETWORK_TIMEOUT sets the limit)"
+    else:
+        text = " ".join(str(err).split()) or type(err).__name__
+        text = text[len(url) + 2:] if text.startswith(f"{url}: ") else text
+    return ShardError(f"{url}: cannot read the shard: {text}")
 
-    if url.startswith(("http://", "https://")) and shutil.which("curl") is None:
-        raise RuntimeError(f"{url}: http(s) shards are read through `curl`, which is not installed")
-    stream = gopen(url, "rb")
+
+def _members(url: str, select: Optional[Callable[[str], bool]] = None) -> Iterator[Tuple[str, str, bytes]]:
+    """``(key, extension, bytes)`` of the tar members of one shard, in order (those ``select``
+    accepts by name); any failure to open or read it, a stalled server included, is a
+    :class:`ShardError` naming the shard."""
     try:
-        for member in tar_file_iterator(stream, select_files=select):
-            key, ext = _split_name(member["fname"])
-            if key is not None:
-                yield key, ext, member["data"]
+        stream = open_source(url)
+    except (OSError, ValueError) as err:
+        raise _read_failed(url, err) from None
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for info in tar:
+                name = info.name
+                key, ext = _split_name(name)
+                tar.members = []  # a stream: keep no list of what was read
+                if not info.isreg() or key is None or re.match(r"__[^/]*__($|/)", name) or \
+                        (select is not None and not select(name)):
+                    continue
+                if info.size > _MAX_MEMBER:  # read whole below: a claimed size is not an allocation
+                    raise ShardError(f"{url}: cannot read the shard: member {name!r} is {info.size} bytes, "
+                                     f"more than {_MAX_MEMBER >> 20} MB")
+                data = tar.extractfile(info).read()
+                yield key, ext, data
+        stream.close()  # a pipe: its command's exit status is checked here
+    except ShardError:
+        raise
+    except (OSError, EOFError, tarfile.TarError, http.client.HTTPException, ValueError) as err:
+        raise _read_failed(url, err) from None
     finally:
-        stream.close()
+        try:
+            stream.close()  # again after an error or an early stop: only to free it, its error is reported
+        except Exception:
+            pass
+
+
+def _label_problem(label: Any, classes: Optional[Sequence[str]]) -> Optional[str]:
+    """Why ``label`` is no label of this data (None when it is one): an int (``true``, ``1.7``,
+    ``"1"`` are not coerced), a position in ``classes``, or without them a class number below
+    1000 (as in a CSV: a label of 10^9 would otherwise make a billion class names)."""
+    if not _is_int(label):
+        return f"has no integer 'label' (found {str(label)[:50]!r})"
+    top = len(classes) if classes else MAX_INTEGER_CLASSES
+    if not 0 <= label < top:
+        where = (f"the {top} classes of its class list" if classes else
+                 f"0..{top - 1} (without a class list, labels are class numbers below {top}, as in a CSV)")
+        return f"has label {label}, not in {where}"
+    return None
 
 
 def _scan(url: str) -> List[Dict[str, Any]]:
-    """The sample records of one shard, from its ``.json`` members (the frames are not kept)."""
-    records = []
-    try:
-        for key, ext, data in _members(url, select=lambda f: f.endswith(".json")):
-            if ext != "json":
-                continue
+    """The sample records of one shard, from its ``.json`` members (the frames are counted, not kept)."""
+    records: List[Dict[str, Any]] = []
+    frames: Dict[str, int] = {}
+
+    def select(name: str) -> bool:
+        key, ext = _split_name(name)
+        if re.fullmatch(r"\d{3,}\.jpg", ext):
+            frames[key] = frames.get(key, 0) + 1
+        return ext == "json"
+
+    seen = set()
+    for key, _, data in _members(url, select):
+        if key in seen:
+            raise ShardError(f"{url}: the sample key {key!r} appears twice in the shard; keys must be unique "
+                             f"(one sample would be trained twice and another never)")
+        try:
             meta = json.loads(data)
-            if not isinstance(meta, dict) or not isinstance(meta.get("label"), int):
-                raise ValueError(f"sample {key!r}: its .json has no integer 'label'")
-            records.append({"key": key, "label": meta["label"], "path": str(meta.get("path") or key),
-                            "n_frames": int(meta.get("n_frames", 0)), "valid": bool(meta.get("valid", True)),
-                            "classes": meta.get("classes")})
-    except (OSError, ValueError, tarfile.TarError) as err:
-        raise ValueError(f"{url}: cannot read the shard: {err}") from None
+        except ValueError as err:
+            raise ShardError(f"{url}: cannot read the shard: sample {key!r}: its .json is not JSON ({err})") from None
+        if not isinstance(meta, dict):
+            raise ShardError(f"{url}: cannot read the shard: sample {key!r}: its .json is not a JSON object")
+        classes = meta.get("classes")
+        if classes is not None:
+            if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+                raise ShardError(f"{url}: sample {key!r}: its 'classes' is not a list of names")
+            try:
+                classes = check_class_names(classes, f"{url}: sample {key!r}: its class list")
+            except ValueError as err:
+                raise ShardError(str(err)) from None
+        problem = _label_problem(meta.get("label"), classes)
+        if problem:
+            raise ShardError(f"{url}: cannot read the shard: sample {key!r}: its .json {problem}")
+        n = meta.get("n_frames", 0)
+        if not _is_int(n) or n < 0:
+            raise ShardError(f"{url}: sample {key!r}: its n_frames {str(n)[:50]!r} is not a frame count")
+        seen.add(key)
+        records.append({"key": key, "label": meta["label"], "path": str(meta.get("path") or key), "n_frames": n,
+                        "valid": bool(meta.get("valid", True)), "classes": classes})
+    for r in records:  # the members are all read now: a claimed frame count is bounded by the frames there
+        have = frames.get(r["key"], 0)
+        if r["n_frames"] > have:
+            raise ShardError(f"{url}: sample {r['key']!r}: its .json says n_frames={r['n_frames']} but the shard "
+                             f"holds {have} frame(s) of it")
     return records
+
+
+def _index_records(spec: str, index: Dict[str, Any], urls: Sequence[str]
+                   ) -> Tuple[List[List[Dict[str, Any]]], List[str], int, int]:
+    """``(records per shard, classes, stored frames, image size)`` of an rdfer pack's index, each
+    value checked before it sizes anything: a malformed index is a :class:`ShardError` naming it."""
+    meta = index["rdfer"]
+
+    def bad(what: str) -> ShardError:
+        return ShardError(f"{spec}: malformed shard index: {what}")
+
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise bad("'classes' is not a list of names")
+    try:
+        classes = check_class_names(classes, "its class list")
+    except ValueError as err:
+        raise bad(str(err)) from None
+    stored, size = meta.get("num_frames"), meta.get("image_size")
+    if not (_is_int(stored) and 1 <= stored <= _MAX_FRAMES):
+        raise bad(f"num_frames {str(stored)[:50]!r} is not in 1..{_MAX_FRAMES}")
+    if not (_is_int(size) and 1 <= size <= _MAX_IMAGE):
+        raise bad(f"image_size {str(size)[:50]!r} is not in 1..{_MAX_IMAGE}")
+    samples = meta.get("samples")
+    if not isinstance(samples, list):
+        raise bad("'samples' is not a list")
+    per_shard: List[List[Dict[str, Any]]] = [[] for _ in urls]
+    keys: List[set] = [set() for _ in urls]
+    for i, r in enumerate(samples):
+        key = r.get("key") if isinstance(r, dict) else None
+        if not isinstance(key, str) or not key:
+            raise bad(f"sample {i} has no key")
+        shard, n = r.get("shard"), r.get("n_frames")
+        if not (_is_int(shard) and 0 <= shard < len(urls)):
+            raise bad(f"sample {key!r}: shard {str(shard)[:50]!r} is not in 0..{len(urls) - 1}")
+        problem = _label_problem(r.get("label"), classes)
+        if problem:
+            raise bad(f"sample {key!r} {problem}")
+        if not (_is_int(n) and 0 <= n <= stored):
+            raise bad(f"sample {key!r}: n_frames {str(n)[:50]!r} is not in 0..{stored}")
+        if not isinstance(r.get("path"), str) or not isinstance(r.get("valid"), bool):
+            raise bad(f"sample {key!r}: no path or valid flag")
+        if key in keys[shard]:
+            raise ShardError(f"{spec}: the sample key {key!r} is listed twice for {urls[shard]}; keys must be unique "
+                             f"(one sample would be trained twice and another never)")
+        keys[shard].add(key)
+        per_shard[shard].append({"key": key, "label": r["label"], "path": r["path"], "n_frames": n,
+                                 "valid": r["valid"]})
+    for k, s in enumerate(index["shardlist"]):
+        listed = s.get("nsamples") if isinstance(s, dict) else None
+        if listed is not None and listed != len(per_shard[k]):
+            raise bad(f"{urls[k]} has nsamples {str(listed)[:50]} but {len(per_shard[k])} sample records")
+    return per_shard, classes, stored, size
+
+
+def _check_local_shards(spec: str, index: Dict[str, Any], urls: Sequence[str]) -> None:
+    """Every local shard of an index there, at the size the index records (a truncated or
+    replaced shard is found before training, not mid-epoch)."""
+    for url, s in zip(urls, index["shardlist"]):
+        path = _local_path(url)
+        if path is None:
+            continue
+        if not path.is_file():
+            raise FileNotFoundError(f"{url}: shard missing (listed in {spec})")
+        size, have = s.get("filesize") if isinstance(s, dict) else None, path.stat().st_size
+        if _is_int(size) and have != size:
+            raise ShardError(f"{url}: {have} bytes but its index says {size}: the shard changed since its index was "
+                             f"written (truncated or replaced): pack again")
 
 
 # --------------------------------------------------------------------------- reading
 
 class WebDatasetVideos(IterableDataset):
     """WebDataset shards as a stream of rdfer video items, each sample once per epoch over every
-    rank and DataLoader worker (see the module docstring for the plan).
+    rank and DataLoader worker (see the module docstring for the plan and the checks).
 
     Args:
         shards: see :func:`expand_shards`.
@@ -283,35 +493,40 @@ class WebDatasetVideos(IterableDataset):
         seed: seeds the shard orders and shuffle buffers (epoch by epoch, see :meth:`set_epoch`).
         shuffle_buffer: samples held per worker for shuffling (training only).
         decode_on_device: ship JPEG bytes, decode with :func:`batch_videos` in the training process.
+        origin: where ``shards`` came from: ``"user"`` (typed for this run) or ``"config"`` (a
+            file: no ``pipe:`` or other program), see :func:`expand_shards`.
 
     Attributes ``classes``, ``labels``, ``samples`` (source path, label; index order),
     ``keys``, ``num_frames``, ``image_size`` (the stored size), ``urls``.
     """
 
     def __init__(self, shards: Union[str, Sequence[str]], num_frames: Optional[int] = None, train: bool = False,
-                 seed: int = 0, shuffle_buffer: int = 64, decode_on_device: bool = False):
+                 seed: int = 0, shuffle_buffer: int = 64, decode_on_device: bool = False, origin: str = "user"):
         self.spec = shards
-        self.urls, index = expand_shards(shards)
+        self.urls, index = expand_shards(shards, origin)
         if not self.urls:
             raise ValueError(f"no shards in {shards!r}")
-        if index is not None and index.get("rdfer", {}).get("format") == WDS_FORMAT:
-            meta = index["rdfer"]
+        meta = index.get("rdfer") if index is not None else None
+        where = str(_index_location(shards))  # the file that index errors name
+        if index is not None:
+            _check_local_shards(where, index, self.urls)
+        if isinstance(meta, dict) and meta.get("format") == WDS_FORMAT:
             if not meta.get("complete"):
                 raise ValueError(f"{shards}: the pack is incomplete; run the same `rdfer pack` command again to "
                                  "finish it")
-            per_shard: List[List[Dict[str, Any]]] = [[] for _ in self.urls]
-            for r in meta["samples"]:
-                per_shard[r["shard"]].append(r)
-            classes, stored, size = list(meta["classes"]), int(meta["num_frames"]), int(meta["image_size"])
+            per_shard, classes, stored, size = _index_records(where, index, self.urls)
         else:  # any WebDataset: one pass over the .json members for the labels
             per_shard = [_scan(u) for u in self.urls]
             found = {tuple(r["classes"]) for s in per_shard for r in s if r.get("classes")}
             if len(found) > 1:
-                raise ValueError(f"the shards of {shards!r} disagree on the class list: {sorted(found)}")
+                raise ShardError(f"the shards of {shards!r} disagree on the class list: {sorted(found)}")
             classes = list(found.pop()) if found else None
-            for shard in per_shard:
+            for url, shard in zip(self.urls, per_shard):
                 for r in shard:
-                    r.pop("classes", None)
+                    if r.pop("classes", None) is None and classes:  # checked against 0..999 only when scanned
+                        problem = _label_problem(r["label"], classes)
+                        if problem:
+                            raise ShardError(f"{url}: sample {r['key']!r}: its .json {problem}")
             stored, size = max((r["n_frames"] for s in per_shard for r in s), default=0), None
         self._records = [r for s in per_shard for r in s]
         if not self._records:
@@ -428,23 +643,26 @@ class WebDatasetVideos(IterableDataset):
             url, found = self.urls[k], set()
             current: Optional[str] = None
             sample: Dict[str, bytes] = {}
-            try:
-                for key, ext, data in _members(url, select=lambda f: _split_name(f)[0] in wanted):
-                    if key != current:
-                        if current is not None:
-                            found.add(current)
-                            yield wanted[current], sample
-                        current, sample = key, {}
-                    sample[ext] = data
-            except (OSError, tarfile.TarError) as err:
-                raise RuntimeError(f"{url}: reading the shard failed: {err}") from None
+            for key, ext, data in _members(url, select=lambda f: _split_name(f)[0] in wanted):
+                if key != current:
+                    if current is not None:
+                        found.add(current)
+                        yield wanted[current], sample
+                    if key in found:  # its members apart, or the key twice: never one sample twice
+                        raise ShardError(f"{url}: the sample key {key!r} appears twice in the shard; keys must be "
+                                         f"unique: the shard changed since its index was written: pack again")
+                    current, sample = key, {}
+                if ext in sample:
+                    raise ShardError(f"{url}: sample {key!r} has two {ext!r} members: the shard changed since its "
+                                     f"index was written: pack again")
+                sample[ext] = data
             if current is not None:
                 found.add(current)
                 yield wanted[current], sample
             if len(found) != len(wanted):
                 lost = sorted(set(wanted) - found)
-                raise RuntimeError(f"{url}: {len(lost)} sample(s) listed for this shard are not in it (e.g. "
-                                   f"{lost[0]!r}); the shard changed since its index was written: pack again")
+                raise ShardError(f"{url}: {len(lost)} sample(s) listed for this shard are not in it (e.g. "
+                                 f"{lost[0]!r}); the shard changed since its index was written: pack again")
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         """One item by index, read from its shard up to the sample (a stream has no random access:
@@ -455,7 +673,7 @@ class WebDatasetVideos(IterableDataset):
         k = self._shard_of[index]
         for found, sample in self._stream([(k, [index])]):
             return self._item(found, sample)
-        raise RuntimeError(f"{self.urls[k]}: sample {self._records[index]['key']!r} not found")
+        raise ShardError(f"{self.urls[k]}: sample {self._records[index]['key']!r} not found")
 
     def _pad_item(self) -> Dict[str, Any]:
         return self._invalid(dict(label=0, index=-1, path="", fps=None, key="", pad=True))
@@ -469,6 +687,18 @@ class WebDatasetVideos(IterableDataset):
             video = dict(video=torch.zeros((3, t, s, s), dtype=torch.uint8))
         return {**item, **video, "frame_index": torch.zeros(t, dtype=torch.long), "valid": False}
 
+    def _check_unchanged(self, index: int, meta: Dict[str, Any]) -> None:
+        """The sample's ``.json`` says what its record (index or scan) says: a shard edited or
+        swapped after its index was written never trains on the index's labels silently."""
+        rec = self._records[index]
+        seen = {"label": meta.get("label"), "path": str(meta.get("path") or rec["key"]),
+                "n_frames": meta.get("n_frames", 0), "valid": bool(meta.get("valid", True))}
+        for field, value in seen.items():
+            if value != rec[field] or type(value) is not type(rec[field]):
+                raise ShardError(f"{self.urls[self._shard_of[index]]}: sample {rec['key']!r}: its .json {field} "
+                                 f"{str(value)[:80]!r} is not the index's {str(rec[field])[:80]!r}: the shard changed "
+                                 f"since its index was written: pack again")
+
     def _item(self, index: int, sample: Dict[str, bytes]) -> Dict[str, Any]:
         import simplejpeg
 
@@ -477,18 +707,30 @@ class WebDatasetVideos(IterableDataset):
         try:
             meta = json.loads(sample["json"])
         except (KeyError, ValueError):
-            meta = {"valid": False}
-        item = dict(label=int(rec["label"]), index=index, path=rec["path"], fps=meta.get("fps"), key=rec["key"],
-                    pad=False)
-        n = int(meta.get("n_frames", 0))
+            meta = None
+        item = dict(label=int(rec["label"]), index=index, path=rec["path"], fps=None, key=rec["key"], pad=False)
+        if not isinstance(meta, dict):
+            return self._invalid(item)
+        self._check_unchanged(index, meta)
+        item["fps"] = meta.get("fps")
+        n = rec["n_frames"]  # checked: at most the frames the shard held when it was indexed or scanned
         names = [_frame_member(j) for j in range(n)]
-        if not meta.get("valid", False) or n < 1 or any(name not in sample for name in names):
+        if not rec["valid"] or n < 1 or any(name not in sample for name in names):
             return self._invalid(item)
         pick = sample_indices(n, t, self.train)
-        source_frames = meta.get("frame_index") or list(range(n))
+        source_frames = meta.get("frame_index")
+        if not (isinstance(source_frames, list) and len(source_frames) == n and all(map(_is_int, source_frames))):
+            source_frames = list(range(n))
         item["frame_index"] = torch.as_tensor(source_frames, dtype=torch.long)[pick]
         if self.decode_on_device:
             chunks = [sample[names[j]] for j in pick.tolist()]
+            try:  # the header here, the rest on the device: a frame that cannot be read excludes its video
+                for j in set(pick.tolist()):
+                    h, w, colour, _ = simplejpeg.decode_jpeg_header(sample[names[j]])
+                    if (h, w) != (s, s) or colour not in ("YCbCr", "RGB", "Gray"):
+                        return self._invalid(item)
+            except ValueError:
+                return self._invalid(item)
             offsets = np.cumsum([0] + [len(c) for c in chunks])
             return {**item, "jpeg": torch.frombuffer(bytearray(b"".join(chunks)), dtype=torch.uint8),
                     "jpeg_offsets": torch.as_tensor(offsets, dtype=torch.long), "valid": True}
@@ -506,18 +748,22 @@ class WebDatasetVideos(IterableDataset):
         return {**item, "video": video, "valid": True}
 
     def _probe_size(self) -> int:
-        """The stored frame size, from the first valid sample's first frame (shards without an index)."""
+        """The stored frame size, from the first readable frame of a valid sample (shards without an
+        index); a damaged frame is skipped, as training skips its sample."""
         import simplejpeg
 
         for k, url in enumerate(self.urls):
             if any(r["valid"] for r in self._records[self._shard_start[k]: self._shard_start[k + 1]]):
-                for _, ext, data in _members(url):
-                    if ext.endswith(".jpg") or ext.endswith(".jpeg"):
+                for _, ext, data in _members(url, select=lambda f: f.lower().endswith((".jpg", ".jpeg"))):
+                    try:
                         h, w, _, _ = simplejpeg.decode_jpeg_header(data)
-                        if h != w:
-                            raise ValueError(f"{url}: frames are {w}x{h}; rdfer reads square frames")
-                        return int(h)
-        raise ValueError(f"{self.spec}: no sample has frames")
+                    except ValueError:
+                        continue
+                    if h != w or not 1 <= h <= _MAX_IMAGE:
+                        raise ShardError(f"{url}: frames are {w}x{h}; rdfer reads square frames of up to "
+                                         f"{_MAX_IMAGE} px")
+                    return int(h)
+        raise ValueError(f"{self.spec}: no sample has a readable frame")
 
     def __repr__(self) -> str:
         return (f"WebDatasetVideos({self.spec!r}, {len(self)} videos in {len(self.urls)} shards, "
@@ -539,20 +785,52 @@ def _shuffled(stream, size: int, rng: np.random.Generator):
         yield buffer.pop()
 
 
-def batch_videos(batch: Dict[str, Any], keep: torch.Tensor, device: Union[str, torch.device]) -> torch.Tensor:
-    """The uint8 ``(B', 3, T, H, W)`` videos of the items ``keep`` selects (bool ``(B,)``), on
-    ``device``: ``batch["video"]`` moved there, or, for a batch of JPEG bytes
-    (``decode_on_device``), decoded there by ``torchvision.io.decode_jpeg`` in one call."""
+def batch_videos(batch: Dict[str, Any], keep: torch.Tensor, device: Union[str, torch.device]
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(videos, kept)``: the uint8 ``(B', 3, T, H, W)`` videos of the items ``kept`` selects
+    (bool ``(B,)``), on ``device``, and ``kept``: ``keep`` less the items whose frames failed to
+    decode (excluded, as an unreadable video is). The videos are ``batch["video"]`` moved there
+    (``kept`` is ``keep``), or, for a batch of JPEG bytes (``decode_on_device``), decoded there by
+    ``torchvision.io.decode_jpeg``, in one call unless a frame fails, then video by video."""
+    keep = torch.as_tensor(keep, dtype=torch.bool)
     if "video" in batch:
-        return batch["video"][keep].to(device, non_blocking=True)
-    from torchvision.io import decode_jpeg
+        return batch["video"][keep].to(device, non_blocking=True), keep
+    from torchvision.io import ImageReadMode, decode_jpeg
 
-    rows = keep.nonzero().squeeze(1).tolist()
     jpegs, offsets = batch["jpeg"], torch.as_tensor(batch["jpeg_offsets"])
     t = offsets.shape[1] - 1
-    frames = [jpegs[r][int(offsets[r, j]): int(offsets[r, j + 1])] for r in rows for j in range(t)]
-    if not frames:
-        raise ValueError("batch_videos: no item selected")
-    decoded = decode_jpeg(frames, device=device)
-    video = torch.stack(decoded)  # (B' * T, 3, H, W)
-    return video.view(len(rows), t, *video.shape[1:]).transpose(1, 2).contiguous()
+    rows = keep.nonzero().squeeze(1).tolist()
+    frames = {r: [jpegs[r][int(offsets[r, j]): int(offsets[r, j + 1])] for j in range(t)] for r in rows}
+
+    def decode(chunks: List[torch.Tensor]) -> torch.Tensor:  # (n, 3, H, W)
+        return torch.stack(decode_jpeg(chunks, mode=ImageReadMode.RGB, device=device))
+
+    def readable_on_cpu(chunks: List[torch.Tensor]) -> bool:
+        try:
+            images = decode_jpeg(chunks, mode=ImageReadMode.RGB)
+        except RuntimeError:
+            return False
+        return len({tuple(image.shape) for image in images}) == 1
+
+    if not rows:
+        return torch.zeros((0, 3, t, 0, 0), dtype=torch.uint8, device=device), keep
+    try:
+        video = decode([f for r in rows for f in frames[r]])  # (B' * T, 3, H, W)
+        return video.view(len(rows), t, *video.shape[1:]).transpose(1, 2).contiguous(), keep
+    except RuntimeError:  # a damaged frame fails the whole call (nvJPEG, libjpeg): find its video
+        pass
+    kept, videos = keep.clone(), []
+    for r in rows:
+        try:
+            one = decode(frames[r])  # (T, 3, H, W)
+        except RuntimeError:
+            if readable_on_cpu(frames[r]):  # the device failed, not the data: never exclude every video quietly
+                raise
+            one = None
+        if one is None or (videos and one.shape != videos[0].shape):
+            kept[r] = False
+        else:
+            videos.append(one)
+    if not videos:
+        return torch.zeros((0, 3, t, 0, 0), dtype=torch.uint8, device=device), kept
+    return torch.stack(videos).transpose(1, 2).contiguous(), kept

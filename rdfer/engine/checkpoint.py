@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -37,6 +37,9 @@ __all__ = [
     "load_training_state",
     "clean_stale_temporaries",
     "CheckpointError",
+    "check_tensors",
+    "check_model_sizes",
+    "SIZE_BOUNDS",
     "DiskFullError",
     "SymlinkError",
     "refuse_symlink",
@@ -44,6 +47,8 @@ __all__ = [
 
 PathLike = Union[str, os.PathLike]
 MODEL_FILE, STATE_FILE = "model.safetensors", "state.pt"
+# Out of memory is the machine's limit, never a fault of the file: let it through as it is.
+_OOM = (MemoryError,) + tuple(t for t in (getattr(torch, "OutOfMemoryError", None),) if t is not None)
 
 
 class CheckpointError(ValueError):
@@ -225,8 +230,73 @@ def read_metadata(path: PathLike) -> Dict[str, str]:
         with safe_open(str(file), framework="pt") as f:
             metadata = dict(f.metadata() or {})
     except Exception as err:
-        raise CheckpointError(f"{file} is not a readable safetensors file: {err}") from err
-    return metadata_with_hub_config(file, metadata)
+        raise CheckpointError(f"{file} is not a readable safetensors file: {' '.join(str(err).split())}") from None
+    metadata = metadata_with_hub_config(file, metadata)
+    _check_stored_sizes(file, metadata)
+    return metadata
+
+
+#: The sizes a stored config may ask for, inclusive. A crafted checkpoint (or Hub config.json)
+#: could otherwise make rdfer allocate terabytes (num_classes 3e7, num_frames 1e6) before any
+#: weight is read. num_classes as the CSV rule (class indices 0..999); the others far above
+#: any real model.
+SIZE_BOUNDS: Dict[str, Tuple[int, int]] = {
+    "num_classes": (1, 1000), "num_frames": (1, 4096), "image_size": (1, 4096),
+    "n_clips": (1, 4096), "clip_len": (1, 4096), "num_glimpses": (1, 4096), "num_centres": (1, 4096),
+    "d_model": (1, 16384), "summary_dim": (1, 16384),
+}
+#: Any other integer in a stored backbone_kwargs / detector_kwargs (layer widths, sizes): at most this.
+KWARGS_INT_LIMIT = 16384
+_DATA_KEYS = ("num_frames", "image_size")
+
+
+def check_model_sizes(config: Mapping[str, Any], what: str = "model config") -> None:
+    """A ValueError naming ``what``, the key and the range when a model config (a checkpoint's, a
+    Hub ``config.json``, ``model_options`` of a YAML config or ``--model-option``) asks for a size
+    out of :data:`SIZE_BOUNDS` (any other integer of ``backbone_kwargs`` / ``detector_kwargs``
+    within :data:`KWARGS_INT_LIMIT`), before anything of that size is allocated."""
+
+    def refuse(where: str, key: str, value: Any, low: int, high: int) -> None:
+        raise ValueError(f"the {where} {key} is {value!r}; rdfer accepts an integer in {low}..{high}")
+
+    def integers(value: Any) -> Iterator[Any]:
+        if isinstance(value, dict):
+            for item in value.values():
+                yield from integers(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                yield from integers(item)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            yield value
+
+    for key, value in config.items():
+        if key in SIZE_BOUNDS and value is not None:
+            low, high = SIZE_BOUNDS[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                refuse(what, key, value, low, high)
+    for group in ("backbone_kwargs", "detector_kwargs"):
+        kwargs = config.get(group)
+        for key, value in kwargs.items() if isinstance(kwargs, dict) else ():
+            low, high = SIZE_BOUNDS.get(key, (-KWARGS_INT_LIMIT, KWARGS_INT_LIMIT))
+            if any(not low <= number <= high for number in integers(value)):
+                refuse(f"{what} {group}", key, value, low, high)
+
+
+def _check_stored_sizes(file: Path, metadata: Dict[str, str]) -> None:
+    """Refuse a stored model config or data settings asking for sizes out of :data:`SIZE_BOUNDS`,
+    naming the file, the key and the range. Unparseable JSON is left to the readers that need it."""
+    try:
+        model = json.loads(metadata.get("rdfer_config", "{}"))
+        data = json.loads(metadata.get("rdfer_data", "{}"))
+    except ValueError:
+        return
+    try:
+        if isinstance(data, dict):
+            check_model_sizes({k: data[k] for k in _DATA_KEYS if k in data}, "stored data settings (rdfer_data)")
+        if isinstance(model, dict):
+            check_model_sizes(model, "stored model config")
+    except ValueError as err:
+        raise CheckpointError(f"{file}: {err} (the checkpoint is damaged or was crafted)") from None
 
 
 # Options added after checkpoints were first written: an older checkpoint's config lacks them and
@@ -257,12 +327,17 @@ def read_model_config(path: PathLike) -> Dict[str, Any]:
 
 def _from_config(file: Path, builder, *args: Any, **kwargs: Any) -> nn.Module:
     """``builder(*args, **kwargs)`` for a stored model config; an option it does not know (a
-    checkpoint of a newer rdfer, an edited file) is a CheckpointError naming the file."""
+    checkpoint of a newer rdfer, an edited file) or a value it refuses is a CheckpointError
+    naming the file."""
     try:
         return builder(*args, **kwargs)
-    except TypeError as err:
-        raise CheckpointError(f"{file}: its stored model config cannot build a model ({err}); it may come from "
-                              f"another rdfer version") from None
+    except _OOM:
+        raise
+    # TypeError: an option this rdfer does not know; ValueError / RuntimeError: a value no module
+    # accepts (a negative width, an unknown backbone name): all malformed content of the file.
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{file}: its stored model config cannot build a model "
+                              f"({' '.join(str(err).split())}); it may come from another rdfer version") from None
 
 
 def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu", backbone: Optional[nn.Module] = None) -> nn.Module:
@@ -314,13 +389,20 @@ def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu", b
         )
     load_weights(model, file, map_location)
     # How the training data was loaded (T, frame size, class names), when the trainer wrote it.
-    model.data_config = json.loads(read_metadata(file).get("rdfer_data", "{}"))
+    try:
+        data = json.loads(read_metadata(file).get("rdfer_data", "{}"))
+    except ValueError as err:
+        raise CheckpointError(f"{file}: the stored data settings (rdfer_data) are not JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{file}: the stored data settings (rdfer_data) are not a mapping")
+    model.data_config = data
     return model.to(map_location)
 
 
 def load_weights(model: nn.Module, path: PathLike, map_location: Union[str, torch.device] = "cpu") -> nn.Module:
     """Load checkpoint weights into an existing model, refusing a checkpoint of another model
-    (other backbone, class count or options) with an error that names the differences."""
+    (other backbone, class count or options) with an error that names the differences, and
+    weights of the wrong shape or not finite (:func:`check_tensors`)."""
     from safetensors.torch import load_file
 
     file = _model_file(path)
@@ -331,13 +413,44 @@ def load_weights(model: nn.Module, path: PathLike, map_location: Union[str, torc
     diffs = [f"{k}: checkpoint {stored.get(k)!r} vs model {own.get(k)!r}" for k in keys if k in own and stored.get(k) != own.get(k)]
     if diffs:
         raise CheckpointError(f"{file} belongs to another model: " + "; ".join(diffs))
-    state = load_file(str(file), device=str(map_location))
-    result = model.load_state_dict(state, strict=False)
+    try:
+        state = load_file(str(file), device=str(map_location))
+    except _OOM:
+        raise
+    except Exception as err:  # safetensors reports a damaged file in its own words and types
+        raise CheckpointError(f"{file} is not a readable safetensors file: {' '.join(str(err).split())}") from None
+    check_tensors(file, state, model.state_dict())
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except _OOM:
+        raise
+    except RuntimeError as err:  # what check_tensors does not foresee (a dtype torch cannot copy)
+        raise CheckpointError(f"{file} does not load into the model: {' '.join(str(err).split())}") from None
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             f"{file} does not match the model: missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
         )
     return model
+
+
+def check_tensors(file: PathLike, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:
+    """Refuse weights ``state`` read from ``file`` that do not fit the model's tensors ``expected``
+    (its ``state_dict()``): a tensor of another shape, or a floating tensor holding NaN or
+    infinity. The first offending tensor (in the model's order) is named in a one-line
+    :class:`CheckpointError`. Every loading path (``load_model`` for a file, run folder, Hub
+    layout or ``hf-hub:`` id, ``load_weights``, resuming) goes through :func:`load_weights`,
+    which calls this once: non-finite weights would otherwise be evaluated, audited and
+    exported as if fine (every prediction NaN, scored as class 0)."""
+    for name, want in expected.items():
+        got = state.get(name)
+        if got is None:
+            continue  # a missing key is reported by load_weights, with the others
+        if tuple(got.shape) != tuple(want.shape):
+            raise CheckpointError(f"{file}: tensor {name} has shape {list(got.shape)} but the model its config "
+                                  f"builds needs {list(want.shape)}; the file is damaged or was edited")
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise CheckpointError(f"{file}: tensor {name} holds NaN or infinite values; these weights cannot "
+                                  f"predict anything (a diverged training, or a damaged file)")
 
 
 def save_training_checkpoint(run_dir: PathLike, epoch: int, model: nn.Module, state: Dict[str, Any], keep: int = 2,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-__all__ = ["TrainConfig", "load_yaml_config", "config_to_yaml", "default_workers", "RESUMABLE_CHANGES", "RECIPES",
+__all__ = ["TrainConfig", "load_yaml_config", "check_config_sources", "config_to_yaml", "default_workers", "RESUMABLE_CHANGES", "RECIPES",
            "default_recipe", "Range", "OPTION_RANGES", "option_name", "check_option", "plain_yaml",
            "MAX_CONFIG_BYTES", "SMALL_SET_VIDEOS"]
 
@@ -126,11 +126,12 @@ IMBALANCE_RATIO = 3.0
 
 def resolve_logit_adjustment(value: Union[float, str], class_counts) -> float:
     """The tau a run uses: ``value``, or for ``"auto"`` 1.0 when the training labels are imbalanced
-    (largest / smallest non-empty class >= :data:`IMBALANCE_RATIO`), else 0.0."""
+    (largest / smallest class >= :data:`IMBALANCE_RATIO`; an empty class counts, as infinitely
+    rare), else 0.0."""
     if value != "auto":
         return float(value)
-    counts = [float(c) for c in class_counts if float(c) > 0]
-    return 1.0 if counts and max(counts) / min(counts) >= IMBALANCE_RATIO else 0.0
+    counts = [float(c) for c in class_counts]
+    return 1.0 if counts and max(counts) > 0 and max(counts) >= IMBALANCE_RATIO * min(counts) else 0.0
 _SIZE = dict(low=1, high=1024, integer=True)  # frames, pixels: 1024 catches a typo before it allocates gigabytes
 
 #: The range of every numeric option, by :class:`TrainConfig` field name; the command line uses the
@@ -288,6 +289,9 @@ class TrainConfig:
             raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if not isinstance(self.model_options, dict):
             raise ValueError(f"model_options must be a mapping of wrap_with_rdfer options, got {self.model_options!r}")
+        from .checkpoint import check_model_sizes
+
+        check_model_sizes(self.model_options, "--model-option")  # a d_model of 10^9 would eat the memory first
         if not isinstance(self.strategy_options, dict):
             raise ValueError(f"strategy_options must be a mapping of the rule's options, got {self.strategy_options!r}")
 
@@ -405,7 +409,20 @@ def load_yaml_config(path: Union[str, Path]) -> Dict[str, Any]:
         TrainConfig.from_dict(data)  # validates the names
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path}: {err}") from None
+    check_config_sources(data, str(path))
     return data
+
+
+def check_config_sources(values: Dict[str, Any], where: str) -> None:
+    """Data is never code: the data sources a config file names (``root``, ``train_source``,
+    ``test_source``; every shard a brace pattern expands to) may be local paths or http(s) URLs,
+    never a program (``pipe:``...): :func:`rdfer.data.sources.check_source`'s ``"config"`` rule,
+    a one-line :class:`~rdfer.data.sources.SourceError` naming the file and the option."""
+    from ..data.sources import expand_pattern
+
+    for key in ("root", "train_source", "test_source"):
+        if values.get(key) is not None:
+            expand_pattern(str(values[key]), "config", f"{where}: {key}")
 
 
 def config_to_yaml(config: TrainConfig) -> str:

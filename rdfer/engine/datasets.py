@@ -77,6 +77,12 @@ def build_datasets(cfg: TrainConfig) -> Tuple[Dataset, Dataset, List[str]]:
         _same_packing(train, test, train_src, test_src)
     else:
         raise ValueError(f"unknown dataset {kind!r}; choose from {DATASETS}")
+    if kind in ("packed", "webdataset") and cfg.classes is not None and list(cfg.classes) != list(train.classes):
+        # A pack's labels are positions in its own class list: another list (or order) would
+        # silently rename every class, so it is refused, never ignored.
+        raise ValueError(f"the classes {list(cfg.classes)} (--classes, or the checkpoint's) are not the pack's own "
+                         f"{list(train.classes)}: a pack carries its class list and order; omit --classes, or pack "
+                         f"again with the classes you want")
     if len(train) == 0 or len(test) == 0:
         raise ValueError(f"dataset {kind!r}: empty split (train {len(train)}, test {len(test)} videos)")
     classes = list(getattr(train, "classes", data.EMOTIONS))

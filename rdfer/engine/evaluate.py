@@ -88,12 +88,12 @@ def run_inference(
     try:
         for batch in progress_bar(loader, desc=desc, disable=not progress, leave=False):
             valid = torch.as_tensor(batch["valid"], dtype=torch.bool)
+            video, valid = batch_videos(batch, valid, device)  # a video whose frames fail to decode is excluded
             batch_paths = list(batch["path"])
             pad = padding(batch)  # WebDataset runs of equal length: not a sample, never reported
             invalid += [p for p, ok, filler in zip(batch_paths, valid.tolist(), pad.tolist()) if not ok and not filler]
             if not valid.any():
                 continue
-            video = batch_videos(batch, valid, device)
             video = transform(video) if transform is not None else video.float()
             out = model(video)
             parts["index"].append(torch.as_tensor(batch["index"])[valid])

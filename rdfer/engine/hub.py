@@ -9,6 +9,8 @@ uploads; a local folder laid out this way loads like a run folder)::
     README.md           the model card (rdfer.engine.model_card): YAML metadata, results, recipe, limitations
     config.yaml         the training options: `rdfer train --config config.yaml --out DIR` re-runs the run
     results.json        the run's test results, as rdfer train wrote them
+                        (in both, absolute local paths are cut to their file names: they would
+                        publish the user's name and folders)
     confusion.png       the run's figures (top-level PNG files of the run folder)
 
 Decision: ``model.safetensors`` keeps carrying its own model config and data settings in its
@@ -31,12 +33,14 @@ refreshes it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 __all__ = ["HUB_PREFIX", "CONFIG_FILE", "HubModelUnavailable", "PublishError", "is_hub_id", "parse_hub_id",
            "hub_cache_dir", "resolve_hub_model", "resolve_checkpoint", "default_output_home", "hub_config",
@@ -75,10 +79,24 @@ def parse_hub_id(spec: PathLike) -> Tuple[str, Optional[str]]:
         if at and not revision:
             raise HFValidationError("the revision after @ is empty")
         validate_repo_id(repo_id)
+        if at and not _is_revision(revision):
+            raise HFValidationError(f"the revision {revision!r} is not a branch, tag or commit name (git's ref "
+                                    f"rules: no '..', no '/' at either end, no backslash, space, control "
+                                    f"character, ~, ^, :, ?, * or [)")
     except HFValidationError as err:
         raise ValueError(f"{os.fspath(spec)!r} is not a Hub model id (expected hf-hub:ORG/NAME or "
                          f"hf-hub:ORG/NAME@REVISION): {' '.join(str(err).split())}") from None
     return repo_id, (revision or None)
+
+
+# git's ref-name rules (git check-ref-format), which every Hub branch, tag and refs/pr/N obeys:
+# nothing that could climb out of a folder (the revision names a file in the cache's refs/ and
+# the default output folder runs/hf-hub/ORG--NAME@REVISION).
+_BAD_REVISION = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^/|/$|^\.|/\.|\.lock(/|$)|\.$")
+
+
+def _is_revision(revision: str) -> bool:
+    return 0 < len(revision) <= 255 and revision != "@" and not _BAD_REVISION.search(revision)
 
 
 def hub_cache_dir() -> Path:
@@ -106,6 +124,57 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
+@contextlib.contextmanager
+def _network_timeout(seconds: float) -> Iterator[None]:
+    """Within the block, every request huggingface_hub sends without a timeout gets one of
+    ``seconds`` (:func:`~rdfer.data.sources.network_timeout`: ``RDFER_NETWORK_TIMEOUT``, default
+    60) per connect, read and write. Some of its calls (``repo_info`` in a download,
+    ``create_repo`` and the commit of an upload) set none, and wait forever on a server that
+    accepts the connection and never answers.
+
+    The timeout is a request hook added to huggingface_hub's shared HTTP client (its public
+    ``get_session()``) and removed afterwards, so a program's own Hub calls are left as they
+    were. huggingface_hub before 1.0 (``requests``) has no such hook: there only its own
+    timeouts (``HF_HUB_ETAG_TIMEOUT``, ``HF_HUB_DOWNLOAD_TIMEOUT``) apply."""
+    import huggingface_hub
+
+    kinds = ("connect", "read", "write", "pool")
+
+    def fill(request: Any) -> None:
+        given = request.extensions.get("timeout") or {}
+        request.extensions["timeout"] = {k: seconds if given.get(k) is None else given[k] for k in kinds}
+
+    client = huggingface_hub.get_session() if hasattr(huggingface_hub, "get_session") else None
+    hooks = getattr(client, "event_hooks", None)
+    if not isinstance(hooks, dict):
+        yield
+        return
+    client.event_hooks = {**hooks, "request": [*hooks.get("request", []), fill]}
+    try:
+        yield
+    finally:
+        hooks = client.event_hooks
+        client.event_hooks = {**hooks, "request": [h for h in hooks.get("request", []) if h is not fill]}
+
+
+def _timed_out(err: Optional[BaseException]) -> bool:
+    """Whether ``err`` or an exception it was raised from is a timeout (huggingface_hub wraps
+    its HTTP library's timeouts in its own errors, which vary by version)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, TimeoutError) or "Timeout" in type(err).__name__:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.ENDPOINT)
+
+
 def resolve_hub_model(spec: PathLike) -> Path:
     """The local snapshot folder of ``hf-hub:ORG/NAME[@REVISION]`` in huggingface_hub's cache.
 
@@ -118,6 +187,7 @@ def resolve_hub_model(spec: PathLike) -> Path:
     from huggingface_hub.utils import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
     from .. import __version__
+    from ..data.sources import network_timeout
 
     repo_id, revision = parse_hub_id(spec)
     cache = hub_cache_dir()
@@ -131,9 +201,12 @@ def resolve_hub_model(spec: PathLike) -> Path:
     if _offline():
         raise HubModelUnavailable(f"{start} and HF_HUB_OFFLINE is set: download it beforehand with {hint} into "
                                   f"this cache (HF_HUB_CACHE or HF_HOME choose it), then run again")
+    seconds = network_timeout()
     try:
-        return Path(huggingface_hub.snapshot_download(allow_patterns=DOWNLOAD_FILES, library_name="rdfer",
-                                                      library_version=__version__, **where))
+        with _network_timeout(seconds):
+            return Path(huggingface_hub.snapshot_download(allow_patterns=DOWNLOAD_FILES, library_name="rdfer",
+                                                          library_version=__version__, etag_timeout=seconds,
+                                                          **where))
     except (RepositoryNotFoundError, GatedRepoError) as err:
         raise HubModelUnavailable(f"{start}, and the Hub does not give it ({_first_line(err)}): check the name, or "
                                   f"for a private or gated model set HF_TOKEN or run `hf auth login`") from None
@@ -141,6 +214,10 @@ def resolve_hub_model(spec: PathLike) -> Path:
         raise HubModelUnavailable(f"{start}: the Hub has no revision {revision!r} of {repo_id} "
                                   f"({_first_line(err)})") from None
     except Exception as err:  # no connection, Hub down: huggingface_hub's own error types vary by version
+        if _timed_out(err):
+            raise HubModelUnavailable(f"{start} and the Hub ({_endpoint()}) did not answer within {seconds:g} s "
+                                      f"(RDFER_NETWORK_TIMEOUT sets the limit); download it beforehand with {hint}, "
+                                      f"or set HF_HUB_OFFLINE=1 to work from the cache only") from None
         raise HubModelUnavailable(f"{start} and the Hub could not be reached ({_first_line(err)}); download it "
                                   f"beforehand with {hint}, into this cache (HF_HUB_CACHE or HF_HOME choose "
                                   f"it), or set HF_HUB_OFFLINE=1 to work from the cache only") from None
@@ -271,10 +348,57 @@ def stage_for_hub(run_dir: PathLike, staging_dir: PathLike, repo_id: Optional[st
     shutil.copyfile(run_dir / MODEL_FILE, staging / MODEL_FILE)
     atomic_write_text(staging / "README.md", card)
     extras = [n for n in ("config.yaml", "results.json") if (run_dir / n).is_file()]
-    extras += sorted(p.name for p in run_dir.glob("*.png") if p.is_file() and not p.is_symlink())
     for name in extras:
+        text = _published_text(run_dir / name)
+        if text is None:
+            shutil.copyfile(run_dir / name, staging / name)
+        else:
+            (staging / name).write_text(text, encoding="utf-8")
+    pngs = sorted(p.name for p in run_dir.glob("*.png") if p.is_file() and not p.is_symlink())
+    for name in pngs:
         shutil.copyfile(run_dir / name, staging / name)
-    return written + extras
+    return written + extras + pngs
+
+
+# A value that names folders of this machine: absolute (POSIX, Windows, UNC), home-relative or file://.
+_LOCAL_PATH = re.compile(r"^(/|~|file://|\\\\|[A-Za-z]:[\\/])")
+
+
+def _without_local_paths(value: Any, cut: List[str], key: str = "") -> Any:
+    """``value`` (a parsed config.yaml or results.json) with every absolute local path cut to its
+    last name (``/home/alice/data/train.csv`` -> ``train.csv``): the folders above would publish
+    the user's name and layout. The dotted keys cut are appended to ``cut``."""
+    if isinstance(value, dict):
+        return {k: _without_local_paths(v, cut, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_local_paths(v, cut, key) for v in value]
+    if isinstance(value, str) and _LOCAL_PATH.match(value):
+        cut.append(key)
+        return re.split(r"[\\/]", value.rstrip("/\\"))[-1].lstrip("~")
+    return value
+
+
+def _published_text(path: Path) -> Optional[str]:
+    """A run's ``config.yaml`` or ``results.json`` as published: None when it names no local path
+    (it is copied as it is: ``rdfer train --config config.yaml`` re-runs the run bit for bit),
+    else its text with the paths cut to their file names and, in config.yaml, a comment saying
+    which."""
+    import yaml
+
+    from ..data.video_csv import read_utf8
+    from .config import MAX_CONFIG_BYTES, plain_yaml
+
+    text = read_utf8(path, 64 << 20 if path.suffix == ".json" else MAX_CONFIG_BYTES, path.name)
+    data = json.loads(text) if path.suffix == ".json" else plain_yaml(text)
+    cut: List[str] = []
+    cleaned = _without_local_paths(data, cut)
+    if not cut:
+        return None
+    if path.suffix == ".json":
+        return json.dumps(cleaned, indent=2) + "\n"
+    keys = ", ".join(dict.fromkeys(cut))
+    return (f"# rdfer publish: local paths cut to their file names ({keys}); point them at your copy of the "
+            f"data to re-run\n" + yaml.safe_dump(cleaned, sort_keys=False, allow_unicode=True))
 
 
 def _token() -> Optional[str]:
@@ -308,17 +432,25 @@ def publish(run_dir: PathLike, repo_id: str, revision: Optional[str] = None, pri
                            f"before huggingface_hub 1.0), then run again")
     from huggingface_hub import HfApi
 
+    from ..data.sources import network_timeout
+
     with tempfile.TemporaryDirectory(prefix="rdfer-publish-") as tmp:
         staging = Path(tmp) / "upload"
         names = stage_for_hub(run_dir, staging, repo_id)
         api = HfApi(token=token, library_name="rdfer")
+        seconds = network_timeout()
         try:
-            url = str(api.create_repo(repo_id, private=private, exist_ok=True))
-            if revision:
-                api.create_branch(repo_id, branch=revision, exist_ok=True)
-            api.upload_folder(repo_id=repo_id, folder_path=str(staging), revision=revision,
-                              commit_message=f"rdfer publish {Path(run_dir).name}")
+            with _network_timeout(seconds):
+                url = str(api.create_repo(repo_id, private=private, exist_ok=True))
+                if revision:
+                    api.create_branch(repo_id, branch=revision, exist_ok=True)
+                api.upload_folder(repo_id=repo_id, folder_path=str(staging), revision=revision,
+                                  commit_message=f"rdfer publish {Path(run_dir).name}")
         except Exception as err:  # no connection, bad token, no write access: huggingface_hub's types vary
+            if _timed_out(err):
+                raise PublishError(f"the upload to {repo_id} failed: the Hub ({_endpoint()}) did not answer within "
+                                   f"{seconds:g} s (RDFER_NETWORK_TIMEOUT sets the limit); no files were "
+                                   f"committed") from None
             raise PublishError(f"the upload to {repo_id} failed ({_first_line(err)}); no files were committed. "
                                f"Check the connection and that the token (HF_TOKEN or `hf auth login`) may write "
                                f"to {repo_id}") from None

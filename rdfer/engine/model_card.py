@@ -37,12 +37,47 @@ _RULES = {
     "ce": "plain label-smoothed cross-entropy, no sample reweighted",
     "bigloss_up": "the largest-loss share of the videos weighted up (HARD)",
     "bigloss_down": "the small-loss trick: the largest-loss share of the videos weighted down (NOISY)",
-    "hard_up": "the HARD half of the paper's agreement rule",
-    "noisy_down": "the NOISY half of the paper's agreement rule",
+    "hard_up": "the HARD half of the paper's agreement rule: videos whose clips disagree are learnt more",
+    "noisy_down": "the NOISY half of the paper's agreement rule: videos whose clips agree confidently against a "
+                  "high loss are learnt less",
     "agreement": "the paper's agreement rule: videos whose clips disagree are HARD (learnt more), videos whose "
                  "clips agree confidently against a high loss are NOISY (suspected label errors, learnt less)",
-    "gce": "generalized cross-entropy in place of every cross-entropy term",
+    "gce": "generalized cross-entropy in place of every cross-entropy term, no sample reweighted",
+    "class_small_loss": "the small-loss trick ranked within each labelled class: the largest-loss share of each "
+                        "class weighted down (NOISY)",
+    "vote_small_loss": "NOISY (weighted down): the largest losses among videos whose clips agree on a class other "
+                       "than the label",
+    "hard_disagree": "HARD (weighted up): the largest losses among videos whose clips disagree",
+    "consensus": "HARD among videos whose clips disagree, NOISY among videos whose clips agree on another class, "
+                 "ranked by per-class loss",
+    "clip_vote": "every video whose clips agree on a class other than its label is NOISY (weighted down, up to a "
+                 "cap), HARD among videos whose clips disagree",
+    "elr": "early-learning regularisation: each video's prediction is held near a running average of the model's "
+           "earlier predictions, no sample reweighted",
+    "clip_correct": "label correction: a video whose clips agree confidently on another class is trained toward "
+                    "their consensus (NOISY: a report, no sample reweighted)",
+    "mixture": "a two-component mixture on each class's losses splits clean from noisy videos; noisy ones are "
+               "trained toward the clips' sharpened consensus (NOISY: a report, no sample reweighted)",
 }
+#: Rules whose flags choose each video's weight (from the start epoch on).
+_REWEIGHTING = {"bigloss_up", "bigloss_down", "hard_up", "noisy_down", "agreement", "class_small_loss",
+                "vote_small_loss", "hard_disagree", "consensus", "clip_vote"}
+#: Rules whose training targets change from the start epoch on.
+_CORRECTING = {"clip_correct", "mixture"}
+#: Rules that act only from the start epoch (``--start-epoch``, else ``--warmup-epochs``) on.
+RULES_WITH_START_EPOCH = frozenset(_REWEIGHTING | _CORRECTING)
+
+
+def _strategy(cfg: Dict[str, Any], results: Dict[str, Any]) -> str:
+    return str(cfg.get("strategy") or results.get("strategy") or "agreement")
+
+
+def _uses_clips(rule: str, options: Dict[str, Any]) -> bool:
+    """Whether the loss rule reads what the clips of a video say (their agreement, vote or
+    consensus); ce, gce, the big-loss rules and class_small_loss read only the losses."""
+    if rule == "elr":
+        return options.get("source") == "clips"
+    return rule not in ("ce", "gce", "bigloss_up", "bigloss_down", "class_small_loss")
 
 
 def _percent(x: Optional[float]) -> str:
@@ -117,8 +152,7 @@ def _locator_line(model: Dict[str, Any]) -> str:
     return f"key-expression re-sampler on, locator `{model.get('locator', 'mean')}`"
 
 
-def _rule_line(cfg: Dict[str, Any]) -> str:
-    rule = str(cfg.get("strategy", "agreement"))
+def _rule_line(cfg: Dict[str, Any], rule: str) -> str:
     text = f"`{rule}`: {_RULES.get(rule, 'one of rdfer.list_strategies()')}"
     options = cfg.get("strategy_options") or {}
     if options:
@@ -129,8 +163,13 @@ def _rule_line(cfg: Dict[str, Any]) -> str:
         text += f"; NOISY share {cfg.get('t_noisy')}, weight {cfg.get('lambda_noisy')}"
     start = cfg.get("start_epoch")
     start = cfg.get("warmup_epochs") if start is None else start
-    if rule != "ce" and isinstance(start, int):
-        text += f"; reweighting from epoch {start + 1}"
+    if isinstance(start, int) and rule in RULES_WITH_START_EPOCH:
+        what = "reweighting" if rule in _REWEIGHTING else "label correction"
+        epochs = cfg.get("epochs")
+        if isinstance(epochs, int) and start >= epochs:  # the warm-up outlasted the run: plain CE throughout
+            text += f"; {what} never acted (it starts after epoch {start}; the run had {epochs}: plain cross-entropy)"
+        else:
+            text += f"; {what} from epoch {start + 1}"
     return text
 
 
@@ -169,7 +208,7 @@ def _recipe_rows(cfg: Dict[str, Any], results: Dict[str, Any], model: Dict[str, 
     rows = [
         ["model", _model_line(model, cfg)],
         ["locator", _locator_line(model)],
-        ["loss rule", _rule_line(cfg)],
+        ["loss rule", _rule_line(cfg, _strategy(cfg, results))],
         ["epochs", f"{cfg.get('epochs')} ({cfg.get('warmup_epochs')} warm-up)"],
         ["optimizer", f"AdamW, lr {cfg.get('lr')} cosine to {cfg.get('min_lr')}, weight decay {cfg.get('weight_decay')}"
                       + (f", gradient clip {cfg.get('grad_clip')}" if cfg.get("grad_clip") else "")],
@@ -177,7 +216,9 @@ def _recipe_rows(cfg: Dict[str, Any], results: Dict[str, Any], model: Dict[str, 
                                                   if (cfg.get("accum_steps") or 1) > 1 else "")],
         ["label smoothing", str(cfg.get("label_smoothing"))],
         ["augmentation", "on" if cfg.get("augment", True) else "off"],
-        ["pretrained backbone", str(cfg.get("pretrained") or "no")],
+        # A weights file by its name only: its folders would publish the user's name and layout.
+        ["pretrained backbone", os.path.basename(str(cfg["pretrained"])) if isinstance(cfg.get("pretrained"), str)
+                                else str(cfg.get("pretrained") or "no")],
         ["seed", str(cfg.get("seed"))],
     ]
     extras = {"logit adjustment (tau)": results.get("logit_adjustment", cfg.get("logit_adjustment")),
@@ -195,7 +236,7 @@ def _table(header: List[str], rows: List[List[str]]) -> List[str]:
             + ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows])
 
 
-def _agreement_lines(run_dir: Path, results: Dict[str, Any]) -> List[str]:
+def _agreement_lines(run_dir: Path, results: Dict[str, Any], cfg: Dict[str, Any]) -> List[str]:
     """What the loss flagged in the last epoch, against the ground truth when known, and the
     clips' agreement over the training set (``train_flags.csv``)."""
     lines: List[str] = []
@@ -211,8 +252,12 @@ def _agreement_lines(run_dir: Path, results: Dict[str, Any]) -> List[str]:
                          f"the clips' majority vote equals the given label for {100 * vote:.1f}% of them "
                          f"(per video: `train_flags.csv`).")
     if flags:
-        lines.append(f"- Flagged in the last epoch: {flags.get('hard', 0)} HARD (learnt more), {flags.get('noisy', 0)} "
-                     f"NOISY (suspected label errors, learnt less).")
+        if _strategy(cfg, results) in _REWEIGHTING:
+            lines.append(f"- Flagged in the last epoch: {flags.get('hard', 0)} HARD (learnt more), "
+                         f"{flags.get('noisy', 0)} NOISY (suspected label errors, learnt less).")
+        else:
+            lines.append(f"- Flagged in the last epoch: {flags.get('hard', 0)} HARD, {flags.get('noisy', 0)} NOISY "
+                         f"(a report: the loss rule weights no video by its flag).")
     for kind in ("noisy", "hard"):
         quality = results.get(f"{kind}_flag_quality")
         if quality:
@@ -309,11 +354,14 @@ def model_card_text(run_dir: PathLike, repo_id: Optional[str] = None) -> str:
         notes.append(f"The model selected on the validation split (`best_val/`, not published) reaches WAR "
                      f"{_percent(selected.get('war'))}, UAR {_percent(selected.get('uar'))}.")
     out += [" ".join(n for n in notes if n).strip() or "", ""]
-    flags = _agreement_lines(run_dir, results)
+    flags = _agreement_lines(run_dir, results, cfg)
     if flags:
+        rule = _strategy(cfg, results)
+        what = {"clip_correct": "consensus", "mixture": "consensus", "elr": "mean prediction"}.get(rule, "agreement")
+        uses = (f"the loss rule (`{rule}`) uses their {what}" if _uses_clips(rule, cfg.get("strategy_options") or {})
+                else f"the loss rule (`{rule}`) does not use them: the lines below are a report")
         out += ["## Agreement and flags (training set)", "",
-                "rdfer splits each video into clips and compares their predictions; the loss rule uses their agreement.",
-                ""] + flags + [""]
+                f"rdfer splits each video into clips and compares their predictions; {uses}.", ""] + flags + [""]
     out += ["## Intended use and limitations", ""] + _limitations(cfg, recall) + [""]
     out += ["## Citation", "", "Liu, Wang, Shen: Robust Dynamic Facial Expression Recognition, arXiv 2502.16129 (2025).",
             ""]

@@ -208,7 +208,9 @@ def config_differences(stored: Dict[str, Any], cfg: TrainConfig) -> List[str]:
     import yaml
 
     now = yaml.safe_load(config_to_yaml(cfg))  # as it would be stored: tuples become lists
-    return [d for k in now if k in stored and k not in RESUMABLE_CHANGES
+    # A pack's frame size is the pack's (training records it); the data itself is checked on resume.
+    fixed_by_data = {"image_size"} if cfg.dataset in ("packed", "webdataset") else set()
+    return [d for k in now if k in stored and k not in RESUMABLE_CHANGES | fixed_by_data
             for d in _differences(k, stored[k], now[k])]
 
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import random
+import sys
 import time
 import warnings
 from contextlib import nullcontext
@@ -123,6 +124,16 @@ def _balanced_sampler(dataset, seed: int) -> WeightedRandomSampler:
                                  generator=torch.Generator().manual_seed(seed))
 
 
+def _shared_videos(train_set, test_set) -> int:
+    """How many test videos are training videos too (same source path); 0 when the datasets do not
+    list their paths."""
+    paths = [getattr(ds, "samples", None) for ds in (train_set, test_set)]
+    if any(p is None for p in paths):
+        return 0
+    train_paths = {str(p) for p, _ in paths[0]}
+    return sum(str(p) in train_paths for p, _ in paths[1])
+
+
 def _class_counts(dataset, num_classes: int) -> torch.Tensor:
     """Samples per class of the training labels (as given: noisy labels included)."""
     return torch.bincount(dataset_labels(dataset), minlength=num_classes).float()
@@ -134,10 +145,12 @@ def _class_weights(dataset, num_classes: int) -> torch.Tensor:
     return counts.sum() / (num_classes * counts.clamp(min=1))
 
 
-def _class_prior(dataset, num_classes: int) -> torch.Tensor:
-    """Class frequencies of the training labels."""
-    counts = _class_counts(dataset, num_classes)
-    return counts / counts.sum()
+def _class_prior(counts: torch.Tensor) -> torch.Tensor:
+    """Class frequencies of the training labels, an empty class given the largest class's: the
+    logit adjustment adds ``tau * log(prior)`` in training only, so a tiny prior would leave that
+    class's raw logit untrained and high, and the model would predict a class it never saw."""
+    prior = counts / counts.sum()
+    return torch.where(counts > 0, prior, prior.max())
 
 
 class _History:
@@ -279,6 +292,13 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
     # Data first: a wrong root or a broken CSV fails here, before any model is built.
     train_full, test_set, class_names = build_datasets(cfg)
     num_classes = len(class_names)
+    if cfg.dataset in ("packed", "webdataset"):  # a pack stores its frames at one size, whatever --image-size says:
+        cfg.image_size = int(train_full.image_size)  # the model, config.yaml and the card record that size
+    shared = _shared_videos(train_full, test_set) if cfg.dataset != "synthetic" else 0  # names, not files
+    if shared and is_main():
+        print(f"rdfer: warning: {shared} of the {len(test_set)} test videos are training videos too (e.g. the same "
+              f"file as --train and --test): the test scores measure memory, not recognition of new videos",
+              file=sys.stderr, flush=True)
     identity = training_data_identity(cfg, train_full, class_names)
     ckpt = latest_checkpoint(run_dir) if cfg.resume else None
     state = load_training_state(ckpt) if ckpt is not None else None
@@ -294,12 +314,17 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
         if "unknown options" not in str(err) and "unexpected keyword" not in str(err):
             raise
         raise ValueError(f"--model-option: {err}") from None
-    class_counts = _class_counts(train_set, num_classes)  # read once for the tau and the notice
+    class_counts = _class_counts(train_set, num_classes)  # read once for the tau and the notices
     tau = resolve_logit_adjustment(cfg.logit_adjustment, class_counts.tolist())
+    empty = [class_names[k] for k in (class_counts == 0).nonzero().flatten().tolist()]
+    if empty and is_main() and not state:
+        print(f"rdfer: warning: {len(empty)} class(es) have no training video: {', '.join(empty)}; the model cannot "
+              f"learn them (give --classes with the classes you have)", file=sys.stderr, flush=True)
     if cfg.logit_adjustment == "auto" and tau and is_main() and not state:
         present = class_counts[class_counts > 0]
-        print(f"imbalanced training labels (largest class {float(present.max() / present.min()):.1f}x the smallest): "
-              f"logit adjustment on, tau {tau:g} (--logit-adjustment 0 turns it off)", flush=True)
+        ratio = f"{float(present.max() / present.min()):.1f}x the smallest" if not empty else "some classes empty"
+        print(f"imbalanced training labels (largest class {ratio}): logit adjustment on, tau {tau:g} "
+              f"(--logit-adjustment 0 turns it off)", flush=True)
     criterion = AgreementLoss(
         num_samples=len(train_full), t_hard=cfg.t_hard, t_noisy=cfg.t_noisy, lambda_hard=cfg.lambda_hard,
         lambda_noisy=cfg.lambda_noisy, label_smoothing=cfg.label_smoothing, aux_weight=cfg.aux_weight,
@@ -309,10 +334,17 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
         memory_momentum=cfg.memory_momentum, gce_q=cfg.gce_q, noisy_max=cfg.noisy_max,
         noisy_class_guard=cfg.noisy_class_guard,
         logit_adjustment=tau,
-        class_prior=_class_prior(train_set, num_classes) if tau else None,
+        class_prior=_class_prior(class_counts) if tau else None,
         class_weight=_class_weights(train_set, num_classes) if cfg.class_weighted else None,
     ).to(device)
 
+    from .model_card import RULES_WITH_START_EPOCH
+
+    if cfg.strategy in RULES_WITH_START_EPOCH and criterion.start_epoch >= cfg.epochs and is_main() and not state:
+        print(f"rdfer: warning: the {cfg.strategy} rule starts after epoch {criterion.start_epoch} (--warmup-epochs "
+              f"{cfg.warmup_epochs}{'' if cfg.start_epoch is None else f', --start-epoch {cfg.start_epoch}'}) but "
+              f"the run has {cfg.epochs} epochs: it never acts, the run is plain cross-entropy; lower "
+              f"--warmup-epochs or --start-epoch", file=sys.stderr, flush=True)
     local_batch = cfg.batch_size // world
     sampler = _balanced_sampler(train_set, cfg.seed) if cfg.balanced_sampler else None
     train_loader = make_loader(train_set, local_batch, dist_info, True, cfg.seed, cfg.workers, sampler)
@@ -350,9 +382,7 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
         atomic_write_text(run_dir / TRAIN_DATA_FILE, json.dumps(identity) + "\n")
     history = _History(run_dir, history_rows)
     # Stored in every saved model, so inference loads videos the way training did.
-    # The frame size is the data's (a pack stores its own, whatever --image-size says).
-    meta = {"rdfer_data": json.dumps({"num_frames": cfg.num_frames,
-                                      "image_size": int(getattr(train_full, "image_size", cfg.image_size)),
+    meta = {"rdfer_data": json.dumps({"num_frames": cfg.num_frames, "image_size": cfg.image_size,
                                       "classes": class_names, "dataset": cfg.dataset})}
 
     net: nn.Module = model
@@ -625,6 +655,7 @@ def _train_one_epoch(net, model, criterion, optimizer, scheduler, loader, transf
                 if estimate_epochs * len(loader) * per_step >= _ESTIMATE_MIN_SECONDS:
                     bar.write(time_estimate(estimate_epochs, len(loader), per_step))
         valid = torch.as_tensor(batch["valid"], dtype=torch.bool)
+        video, valid = batch_videos(batch, valid, device)  # a video whose frames fail to decode is excluded
         paths = [p for p, ok in zip(batch["path"], valid.tolist()) if ok]
         if not valid.all():
             pad = padding(batch)  # WebDataset runs of equal length: not samples, never reported
@@ -634,7 +665,7 @@ def _train_one_epoch(net, model, criterion, optimizer, scheduler, loader, transf
         last_of_group = (step + 1) % cfg.accum_steps == 0 or step + 1 == len(loader)
         if not all_agree(bool(valid.any())):  # the same branch in every process (DDP)
             continue
-        video = transform(batch_videos(batch, valid, device))
+        video = transform(video)
         target = torch.as_tensor(batch["label"])[valid].to(device)
         index = torch.as_tensor(batch["index"])[valid].to(device)
         sync = last_of_group or not hasattr(net, "no_sync")

@@ -143,7 +143,29 @@ def create_strategy(name: Union[str, LossRule], **options: Any) -> LossRule:
         return name
     if name not in _STRATEGIES:
         raise UnknownStrategyError(f"unknown strategy {name!r}; choose from {', '.join(_STRATEGIES)}")
+    import inspect
+
+    params = inspect.signature(_STRATEGIES[name]).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(options) - set(params))
+        if unknown:
+            known = ", ".join(params) or "none"
+            raise ValueError(f"strategy {name!r}: unknown strategy options {unknown}; it takes: {known}")
+    options = {k: _as_number(v, params[k].default) if k in params else v for k, v in options.items()}
     try:
         return _STRATEGIES[name](**options)
-    except TypeError as err:
-        raise ValueError(f"strategy {name!r}: unknown strategy options {sorted(options)} ({err})") from None
+    except TypeError as err:  # a value of the wrong type (the names were checked above)
+        raise ValueError(f"strategy {name!r}: a strategy option has a value of the wrong type "
+                         f"({', '.join(f'{k}={v!r}' for k, v in options.items())}): {err}") from None
+
+
+def _as_number(value: Any, default: Any) -> Any:
+    """A text value of a numeric option as the number it writes (``nan``, ``1e-3``: YAML and the
+    command line give them as text), so the rule's own range check judges it."""
+    if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
+        try:
+            return float(value) if isinstance(default, float) or not value.strip().lstrip("+-").isdigit() \
+                else int(value)
+        except ValueError:
+            return value
+    return value
