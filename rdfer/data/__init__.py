@@ -28,6 +28,7 @@ _LAZY = {
     "WebDatasetVideos": ".webdataset",
     "write_webdataset": ".webdataset",
     "batch_videos": ".webdataset",
+    "ShardError": ".webdataset",
     "SyntheticDFER": ".synthetic",
     "ASYMMETRIC_NOISE": ".synthetic",
     "render_preview": ".synthetic",

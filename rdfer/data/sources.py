@@ -90,8 +90,9 @@ def check_source(spec: str, origin: str, what: str = "the data source", index: O
     kind = source_kind(spec)
     if origin == "user" or kind in ("local", "url"):
         return spec
-    raise SourceError(f"{what}: {spec[:200]!r} would run a program; a source that runs a program (pipe:, -, "
-                      f"gs://, scp://, ...) is honoured only when typed on the command line, never from a "
+    action = "would read standard input" if spec == "-" else "would run a program"
+    raise SourceError(f"{what}: {spec[:200]!r} {action}; a source that runs a program or reads standard input "
+                      f"(pipe:, -, gs://, scp://, ...) is honoured only when typed on the command line, never from a "
                       f"{origin} file or a pack's index (nothing was run). Pass it as --train/--test yourself if you trust it")
 
 
@@ -100,8 +101,6 @@ def expand_pattern(spec: str, origin: str = "user", what: str = "the data source
     (``train-{000000..000009}.tar``; no environment variables), each checked by
     :func:`check_source` for ``origin``. More than :data:`MAX_SHARDS` is a :class:`SourceError`
     raised before the rest is expanded (``{0..99999999}`` never builds its list)."""
-    import itertools
-
     from braceexpand import braceexpand
 
     if not isinstance(spec, str):
@@ -109,14 +108,7 @@ def expand_pattern(spec: str, origin: str = "user", what: str = "the data source
     if _expansion_bound(spec) > MAX_SHARDS:
         raise SourceError(f"{what}: {spec[:200]!r} expands to more than {MAX_SHARDS} shards; use fewer, "
                           f"larger shards (rdfer pack --shard-size)")
-    found: List[str] = []
-    for part in spec.split("::"):
-        for source in itertools.islice(braceexpand(part), MAX_SHARDS + 1 - len(found)):
-            found.append(check_source(source, origin, what))
-        if len(found) > MAX_SHARDS:
-            raise SourceError(f"{what}: {spec[:200]!r} expands to more than {MAX_SHARDS} shards; use fewer, "
-                              f"larger shards (rdfer pack --shard-size)")
-    return found
+    return [check_source(source, origin, what) for part in spec.split("::") for source in braceexpand(part)]
 
 
 def _expansion_bound(spec: str) -> int:
