@@ -544,20 +544,26 @@ def _cmd_synth_preview(args) -> int:
 
 def _add_predict(sub) -> None:
     p = sub.add_parser(
-        "predict", help="predict the emotion of video files (face detection included)",
+        "predict", help="predict the emotion of video files or frame folders (face detection included)",
         description="Decode each video, detect and crop the face per frame (OpenCV Haar cascade, offline), "
         "sample frames as in evaluation and print the emotion, class probabilities, per-clip predictions, "
         "the agreement (a reliability score) and the key-expression window in seconds. Exit code: 0 when "
         "every video was predicted, 3 when some video had no face, 4 when some video could not be read "
         "(the others are still predicted).",
     )
-    p.add_argument("videos", nargs="+", help="local video files (mp4, avi, mov, webm, mkv, ...); URLs are refused "
-                   "(rdfer works offline: download the video first)")
+    p.add_argument("videos", nargs="+", help="local video files (mp4, avi, mov, webm, mkv, ...) or folders of "
+                   "numbered frames, each folder one video (CK+-style S005/001/S005_001_00000001.png ..., or "
+                   "0.jpg, 1.jpg, ..., 10.jpg: numeric order; no frame rate, so no key window in seconds); URLs are "
+                   "refused (rdfer works offline: download the video first)")
     p.add_argument("--checkpoint", required=True, help=_CHECKPOINT_HELP)
     p.add_argument("--no-detect", action="store_true", help="the videos are already cropped to the face")
     p.add_argument("--detect-stride", type=int, default=8,
                    help="detect on every n-th frame and interpolate the rest; on a box jump or a face appearing or "
                    "leaving, the frames in between are examined too (default 8; 1 = every frame)")
+    p.add_argument("--crop-margin", type=float,
+                   help="the face crop: a square around the detector's box, enlarged by this share of the box's side "
+                   "on each side (default: the framing the model's training faces had, recorded in its checkpoint; "
+                   "0.25 for models that record none)")
     p.add_argument("--json", action="store_true", help="print one JSON object per video")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--tta", action="store_true",
@@ -589,7 +595,7 @@ def _cmd_predict(args) -> int:
     code = EXIT_OK
     for video in args.videos:
         res = predict_video(video, model, detector=None if args.no_detect else "haar",
-                            detect_stride=args.detect_stride, device=args.device)
+                            detect_stride=args.detect_stride, device=args.device, crop_margin=args.crop_margin)
         print(json.dumps(res.to_dict()) if args.json else res.summary(), flush=True)
         if res.status == "unreadable":
             code = max(code, EXIT_UNREADABLE)
@@ -621,6 +627,15 @@ def _add_pack(sub) -> None:
     p.add_argument("--num-frames", type=int, default=64, help="frames kept per video, at most (default 64)")
     p.add_argument("--image-size", type=int, default=112, help="stored frame side in pixels (default 112)")
     p.add_argument("--shard-size", type=int, default=256, help="videos per shard file (default 256)")
+    p.add_argument("--crop-faces", action="store_true",
+                   help="raw videos in, face crops out: detect, track and crop the face as `rdfer predict` does (one "
+                   "pipeline, so a model trained on the pack sees raw videos at prediction as it saw them in "
+                   "training; the pack records the crop). Needs rdfer[faces]. Videos without a face are stored "
+                   "unreadable; a per-video report of frames without a face goes to OUT/faces.csv")
+    p.add_argument("--crop-margin", type=float,
+                   help="with --crop-faces: the share of the face box's side added on each side (default 0.25)")
+    p.add_argument("--detect-stride", type=int, default=8,
+                   help="with --crop-faces: detect on every n-th frame, as `rdfer predict` does (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_pack)
 
@@ -633,8 +648,17 @@ def _cmd_pack(args) -> int:
     from . import data
 
     size = dict(num_frames=args.num_frames, image_size=args.image_size, train=False)
+    if args.crop_margin is not None and not args.crop_faces:
+        raise SystemExit("--crop-margin applies with --crop-faces (raw videos whose faces rdfer crops)")
+    if args.crop_faces:
+        _require_extra("faces", "rdfer pack --crop-faces (face detection)")
     try:
         source, what = _pack_source(args, size)
+        if args.crop_faces:
+            from .inference.face_crops import FaceCroppedSource
+
+            source = FaceCroppedSource(source, args.crop_margin, detect_stride=args.detect_stride)
+            what += f", faces cropped ({source.framing.describe()})"
         if args.format == "webdataset":
             out = data.write_webdataset(source, args.out, num_frames=args.num_frames, image_size=args.image_size,
                                         shard_size=args.shard_size, quality=args.quality, progress=not args.quiet)
@@ -643,6 +667,8 @@ def _cmd_pack(args) -> int:
                                     progress=not args.quiet, shard_size=args.shard_size)
     except (ValueError, FileNotFoundError) as exc:  # bad layout, CSV row, or a foreign pack in --out
         raise SystemExit(f"rdfer pack: {exc}") from None
+    if args.crop_faces:
+        _write_face_report(Path(out), source)
     if args.format == "webdataset":
         return _report_webdataset_pack(Path(out), what, getattr(args, "split", None))
     index = json.loads((Path(out) / "index.json").read_text())
@@ -659,6 +685,29 @@ def _cmd_pack(args) -> int:
     print(f"train on it (with a pack of the other split) with:\n"
           f"  rdfer train packed --train {train_dir} --test {test_dir} --num-frames {n}")
     return 0
+
+
+def _write_face_report(out, source) -> None:
+    """OUT/faces.csv: per video, its frames and those without a face (a resumed pack keeps the
+    rows of the videos packed before), and a line saying how many videos had no face."""
+    import csv
+    import io
+
+    from .engine.checkpoint import atomic_write_text
+
+    path = out / "faces.csv"
+    rows = {}
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = {r[0]: r for r in list(csv.reader(f))[1:] if r}
+    rows.update({r[0]: r for r in list(csv.reader(io.StringIO(source.report_csv())))[1:] if r})
+    text = io.StringIO()
+    csv.writer(text).writerows([["path", "frames", "frames_without_face", "status"], *sorted(rows.values())])
+    atomic_write_text(path, text.getvalue())
+    no_face = sum(r[3] != "ok" for r in rows.values())
+    partial = sum(r[3] == "ok" and r[2] != "0" for r in rows.values())
+    print(f"faces: {no_face} video(s) without a face or unreadable (stored as valid=False), {partial} with some "
+          f"frames without a face (boxes interpolated) -> {path}")
 
 
 def _size_text(nbytes: int) -> str:
@@ -779,8 +828,9 @@ class CommandError(SystemExit):
 # Options of one command whose range differs from the training option of the same name
 # (rdfer.engine.config.OPTION_RANGES holds the others): checked by main before the command runs.
 _COMMAND_RANGES = {
-    "predict": {"detect_stride": dict(low=1, integer=True)},
-    "pack": {"shard_size": dict(low=1, integer=True), "quality": dict(low=1, high=100, integer=True)},
+    "predict": {"detect_stride": dict(low=1, integer=True), "crop_margin": dict(low=-0.4, high=4.0, optional=True)},
+    "pack": {"shard_size": dict(low=1, integer=True), "quality": dict(low=1, high=100, integer=True),
+             "detect_stride": dict(low=1, integer=True), "crop_margin": dict(low=-0.4, high=4.0, optional=True)},
     # One PNG of 7 rows x num_frames columns at twice the size: bounded so that it stays viewable.
     "synth-preview": {"num_frames": dict(low=4, high=64, integer=True), "image_size": dict(low=16, high=256, integer=True)},
 }

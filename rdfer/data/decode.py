@@ -40,6 +40,7 @@ __all__ = [
     "Clip",
     "list_frames",
     "load_frame",
+    "nearest_readable",
     "read_frame_folder",
     "read_video_file",
     "read_clip",
@@ -130,7 +131,7 @@ def _read_bytes(path: PathLike) -> bytes:
         os.close(fd)
 
 
-def _decode_jpeg_turbo(path: PathLike, size: int) -> Optional[np.ndarray]:
+def _decode_jpeg_turbo(path: PathLike, size: Optional[int]) -> Optional[np.ndarray]:
     """libjpeg-turbo through simplejpeg: the same pixels as Pillow's ``draft`` path, ~1.5x faster.
 
     Pillow parses the JPEG markers in Python and needs a file object; simplejpeg decodes from the
@@ -145,7 +146,7 @@ def _decode_jpeg_turbo(path: PathLike, size: int) -> Optional[np.ndarray]:
         height, width, colorspace, _ = _simplejpeg.decode_jpeg_header(data)
         if colorspace not in ("YCbCr", "Gray", "RGB"):
             return None  # CMYK/YCCK: Pillow's conversion to RGB differs from libjpeg-turbo's
-        s = _draft_scale(width, height, size)
+        s = 1 if size is None else _draft_scale(width, height, size)
         rgb = _simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False,
                                       min_height=-(-height // s), min_width=-(-width // s))
     except ValueError:
@@ -153,8 +154,9 @@ def _decode_jpeg_turbo(path: PathLike, size: int) -> Optional[np.ndarray]:
     return rgb
 
 
-def load_frame(path: PathLike, size: int) -> np.ndarray:
-    """One image file -> uint8 ``(size, size, 3)`` RGB. Raises on an unreadable file.
+def load_frame(path: PathLike, size: Optional[int]) -> np.ndarray:
+    """One image file -> uint8 ``(size, size, 3)`` RGB (``size=None``: ``(H, W, 3)`` at the image's
+    own size, nothing scaled). Raises on an unreadable file.
 
     JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still gives at least
     ``size`` pixels (a 224 px JPEG for 112 px is decoded at half scale and needs no resize), with
@@ -168,11 +170,12 @@ def load_frame(path: PathLike, size: int) -> np.ndarray:
     if str(path).lower().endswith((".jpg", ".jpeg")):
         rgb = _decode_jpeg_turbo(path, size)
         if rgb is not None:
-            if rgb.shape[:2] == (size, size):
+            if size is None or rgb.shape[:2] == (size, size):
                 return rgb
             return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
     with Image.open(path) as im:
-        im.draft("RGB", (size, size))
+        if size is not None:
+            im.draft("RGB", (size, size))
         if im.mode.startswith("I;16"):
             # 16-bit grayscale: Pillow's convert() clips to 255 (a mid-gray frame turns white).
             # Keep the high byte, as Pillow itself does for 16-bit RGB PNGs.
@@ -182,7 +185,7 @@ def load_frame(path: PathLike, size: int) -> np.ndarray:
                              f"save the frames as 8- or 16-bit PNG, or JPEG")
         if im.mode != "RGB":
             im = im.convert("RGB")
-        if im.size != (size, size):
+        if size is not None and im.size != (size, size):
             im = im.resize((size, size), Image.BILINEAR)
         return np.asarray(im)
 
@@ -202,6 +205,16 @@ def _thread_pool(threads: int) -> ThreadPoolExecutor:
     if pool is None:
         pool = _EXECUTOR[key] = ThreadPoolExecutor(threads, thread_name_prefix="rdfer-decode")
     return pool
+
+
+def nearest_readable(k: int, n: int, readable: Callable[[int], bool]) -> Optional[int]:
+    """The replacement for unreadable frame ``k`` of ``n``: the nearest ``j`` with ``readable(j)``
+    by source position (ties go to the earlier frame), or None when no other frame is readable."""
+    for d in range(1, n):
+        for j in (k - d, k + d):
+            if 0 <= j < n and readable(j):
+                return j
+    return None
 
 
 def read_frame_folder(folder: PathLike, select: Selector, size: int, threads: int = 1) -> Clip:
@@ -244,18 +257,11 @@ def read_frame_folder(folder: PathLike, select: Selector, size: int, threads: in
                 if error is not None:
                     errors[files[k]] = error
 
-    def nearest(k: int) -> Optional[int]:
-        for d in range(1, n):
-            for j in (k - d, k + d):
-                if 0 <= j < n and get(j) is not None:
-                    return j
-        return None
-
     out = np.empty((len(wanted), size, size, 3), dtype=np.uint8)
     loaded: List[int] = []
     replaced: List[Tuple[str, str]] = []
     for t, k in enumerate(wanted):
-        j = k if get(k) is not None else nearest(k)
+        j = k if get(k) is not None else nearest_readable(k, n, lambda i: get(i) is not None)
         if j is None:
             first = next(iter(errors.values()), "unknown error")
             raise UnreadableClip(f"none of the {n} frames could be decoded (e.g. {first})")

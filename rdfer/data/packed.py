@@ -168,6 +168,8 @@ def pack_dataset(dataset: Dataset, out_dir: PathLike, num_frames: int = 64, imag
         "shard_size": int(shard_size),
         "num_samples": len(sources),
         "layout": "per sample uint8 (C=3, n_frames, image_size, image_size), C-contiguous at its byte offset",
+        # How the faces were cropped from raw video (rdfer pack --crop-faces), else None; training records it.
+        "face_crop": getattr(dataset, "face_crop", None),
     }
     index_path = out / INDEX
     shards: List[Dict[str, Any]] = []
@@ -274,6 +276,7 @@ class PackedDataset(VideoItems):
             raise ValueError(f"{self.root} stores up to {self.stored_frames} frames per video; num_frames="
                              f"{self.num_frames} is not in 1..{self.stored_frames} (pack again with more frames)")
         self.image_size = int(meta["image_size"])
+        self.face_crop = meta.get("face_crop")  # rdfer pack --crop-faces: the framing applied
         self.train = bool(train)
         self.classes: List[str] = list(meta["classes"])
         self._shards: List[Dict[str, Any]] = meta["shards"]

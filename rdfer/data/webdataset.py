@@ -163,7 +163,7 @@ def write_webdataset(dataset, out_dir: PathLike, num_frames: int = 64, image_siz
     sources = [[str(p), int(y)] for p, y in dataset.samples]
     settings = {"format": WDS_FORMAT, "version": WDS_VERSION, "classes": classes, "num_frames": int(num_frames),
                 "image_size": int(image_size), "shard_size": int(shard_size), "quality": int(quality),
-                "num_samples": len(sources)}
+                "num_samples": len(sources), "face_crop": getattr(dataset, "face_crop", None)}
     index_path = out / INDEX
     shardlist: List[Dict[str, Any]] = []
     records: List[Dict[str, Any]] = []
@@ -541,6 +541,7 @@ class WebDatasetVideos(IterableDataset):
             raise ValueError(f"{shards} stores up to {stored} frames per video; num_frames={self.num_frames} is not "
                              f"in 1..{stored} (pack again with more frames)")
         self.image_size = size if size is not None else self._probe_size()
+        self.face_crop = meta.get("face_crop") if isinstance(meta, dict) else None  # rdfer pack --crop-faces
         self.train = bool(train)
         self.seed, self.shuffle_buffer, self.decode_on_device = int(seed), int(shuffle_buffer), bool(decode_on_device)
         self.epoch, self.rank, self.world = 0, 0, 1

@@ -173,7 +173,8 @@ def _rule_line(cfg: Dict[str, Any], rule: str) -> str:
     return text
 
 
-def _data_text(cfg: Dict[str, Any], identity: Dict[str, Any], classes: List[str]) -> List[str]:
+def _data_text(cfg: Dict[str, Any], identity: Dict[str, Any], classes: List[str],
+               framing: Optional[Dict[str, Any]] = None) -> List[str]:
     kind = cfg.get("dataset")
     lines: List[str] = []
     if kind == "synthetic":
@@ -201,6 +202,15 @@ def _data_text(cfg: Dict[str, Any], identity: Dict[str, Any], classes: List[str]
     lines.append(f"Input: {cfg.get('num_frames')} frames per video, resized to {cfg.get('image_size')} x "
                  f"{cfg.get('image_size')} px, of a face video (`rdfer predict` detects and crops the face in each "
                  f"frame; give `--no-detect` for videos already cropped).")
+    try:
+        from ..inference.faces import FaceFraming
+
+        recorded = FaceFraming.from_dict(framing)
+    except ValueError:
+        recorded = None
+    if recorded is not None:
+        lines.append(f"Face crop: the training faces were framed as {recorded.describe()}; `rdfer predict` crops raw "
+                     f"videos the same way (`--crop-margin` overrides).")
     return lines
 
 
@@ -333,7 +343,7 @@ def model_card_text(run_dir: PathLike, repo_id: Optional[str] = None) -> str:
     if repo_id:
         out += [f"`hf-hub:{repo_id}` loads from huggingface_hub's cache, downloading it once; offline, fetch it "
                 f"beforehand with `hf download {repo_id}`.", ""]
-    out += ["## Training data", ""] + [f"- {line}" for line in _data_text(cfg, identity, classes)] + [""]
+    out += ["## Training data", ""] + [f"- {line}" for line in _data_text(cfg, identity, classes, results.get("face_framing"))] + [""]
     out += ["## Recipe", ""] + _table(["setting", "value"], _recipe_rows(cfg, results, model))
     out += ["", "Every option of the run is in `config.yaml`; the same data and this command re-run it (bit for bit "
             "on the same machine and software):", "", "```bash", "rdfer train --config config.yaml --out runs/rerun",

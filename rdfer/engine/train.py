@@ -124,6 +124,12 @@ def _balanced_sampler(dataset, seed: int) -> WeightedRandomSampler:
                                  generator=torch.Generator().manual_seed(seed))
 
 
+def _training_framing(dataset):
+    from ..inference.faces import dataset_framing
+
+    return dataset_framing(dataset)
+
+
 def _shared_videos(train_set, test_set) -> int:
     """How many test videos are training videos too (same source path); 0 when the datasets do not
     list their paths."""
@@ -294,6 +300,8 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
     num_classes = len(class_names)
     if cfg.dataset in ("packed", "webdataset"):  # a pack stores its frames at one size, whatever --image-size says:
         cfg.image_size = int(train_full.image_size)  # the model, config.yaml and the card record that size
+    # How the training faces are framed: stored in the model, so `rdfer predict` crops raw video the same way.
+    framing, notice = (None, "") if cfg.dataset == "synthetic" else _training_framing(train_full)
     shared = _shared_videos(train_full, test_set) if cfg.dataset != "synthetic" else 0  # names, not files
     if shared and is_main():
         print(f"rdfer: warning: {shared} of the {len(test_set)} test videos are training videos too (e.g. the same "
@@ -302,6 +310,9 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
     identity = training_data_identity(cfg, train_full, class_names)
     ckpt = latest_checkpoint(run_dir) if cfg.resume else None
     state = load_training_state(ckpt) if ckpt is not None else None
+    if notice and is_main() and not state:
+        print(f"training faces: {notice}; rdfer predict crops raw videos the same way (--crop-margin overrides)",
+              flush=True)
     if state is not None:  # a resumed run must see the data it started with
         _check_same_training_data(run_dir, ckpt, state, identity)
     train_set, val_set = (split_validation(train_full, cfg.val_fraction, cfg.seed) if cfg.val_fraction > 0
@@ -383,6 +394,7 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
     history = _History(run_dir, history_rows)
     # Stored in every saved model, so inference loads videos the way training did.
     meta = {"rdfer_data": json.dumps({"num_frames": cfg.num_frames, "image_size": cfg.image_size,
+                                      **({"face_framing": framing.to_dict()} if framing is not None else {}),
                                       "classes": class_names, "dataset": cfg.dataset})}
 
     net: nn.Module = model
@@ -757,6 +769,7 @@ def _finish(cfg, model, criterion, train_full, test_loader, val_loader, eval_tf,
         "strategy": cfg.strategy,
         "logit_adjustment": float(criterion.logit_adjustment),
         "epochs": cfg.epochs,
+        "face_framing": json.loads(meta["rdfer_data"]).get("face_framing"),  # how predict crops raw video
         "test_last_epoch": test,
         "note": "test metrics are those of the last-epoch model (no selection on the test split)",
     }

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 __all__ = ["FaceDetector", "HaarFaceDetector", "FaceTrack", "box_iou", "detect_boxes", "track_boxes", "fill_and_smooth",
-           "crop_faces"]
+           "crop_faces", "crop_box", "FaceFraming", "measure_framing", "framing_fits", "DEFAULT_MARGIN", "TIGHT_MARGIN"]
 
 Box = Tuple[float, float, float, float]
 FaceDetector = Callable[[np.ndarray], Optional[Box]]
@@ -224,17 +224,185 @@ def fill_and_smooth(boxes: np.ndarray, window: int = 5) -> np.ndarray:
     return filled
 
 
-def crop_faces(frames: Sequence[np.ndarray], boxes: np.ndarray, margin: float = 0.25) -> list:
-    """Square crops around ``boxes`` enlarged by ``margin`` of the box side on each side,
-    clamped to the frame. Returns a list of (h, w, 3) uint8 arrays (resize afterwards)."""
+#: The margin of a crop when nothing records the training faces' framing (older models; raw videos
+#: packed with ``rdfer pack --crop-faces`` without ``--crop-margin``): a quarter of the box's side.
+DEFAULT_MARGIN = 0.25
+#: The framing assumed for pre-cropped training faces on which no face can be found (tight crops:
+#: the detector needs some context around a face): the detector's own box.
+TIGHT_MARGIN = 0.0
+
+
+@dataclass(frozen=True)
+class FaceFraming:
+    """How a model's training faces were framed, relative to the face detector's box: the crop is
+    a square of side ``box side * (1 + 2 * margin)`` centred ``(dx, dy)`` box sides from the box
+    centre. Recorded at training (measured on the training frames, or the crop ``rdfer pack
+    --crop-faces`` applied) and applied by :func:`rdfer.predict_video`, so a raw video's face is
+    cropped as the training faces were.
+
+    ``source``: ``"measured"`` (on ``measured`` training frames), ``"pack"`` (the pack's crop),
+    ``"tight"`` (pre-cropped faces the detector could not find: assumed tight), ``"default"``
+    (nothing recorded) or ``"option"`` (``--crop-margin``). ``detector``: whose boxes the margin is
+    relative to (``"haar"``)."""
+
+    margin: float = DEFAULT_MARGIN
+    dx: float = 0.0
+    dy: float = 0.0
+    source: str = "default"
+    detector: str = "haar"
+    measured: int = 0
+
+    def to_dict(self) -> dict:
+        return {"margin": round(self.margin, 4), "dx": round(self.dx, 4), "dy": round(self.dy, 4),
+                "source": self.source, "detector": self.detector, "measured": self.measured}
+
+    @classmethod
+    def from_dict(cls, value: object) -> Optional["FaceFraming"]:
+        """The framing a checkpoint or pack records; None when there is none. A malformed record is
+        a ValueError (bounded: margin in [-0.4, 4], offsets within 2 box sides)."""
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ValueError(f"face framing {value!r} is not a mapping")
+        try:
+            framing = cls(float(value.get("margin", DEFAULT_MARGIN)), float(value.get("dx", 0.0)),
+                          float(value.get("dy", 0.0)), str(value.get("source", "default")),
+                          str(value.get("detector", "haar")), int(value.get("measured", 0)))
+        except (TypeError, ValueError):
+            raise ValueError(f"face framing {value!r} is not numbers") from None
+        if not (-0.4 <= framing.margin <= 4.0 and abs(framing.dx) <= 2 and abs(framing.dy) <= 2):
+            raise ValueError(f"face framing {value!r} is out of range (margin -0.4..4, offsets -2..2)")
+        return framing
+
+    def describe(self) -> str:
+        how = {"measured": f"measured on {self.measured} training frames", "pack": "the crop the pack applied",
+               "tight": "pre-cropped faces, assumed tight", "default": "rdfer's default",
+               "option": "set by --crop-margin"}.get(self.source, self.source)
+        offset = f", centre offset ({self.dx:+.2f}, {self.dy:+.2f})" if abs(self.dx) + abs(self.dy) >= 0.01 else ""
+        return f"a square {1 + 2 * self.margin:.2f}x the {self.detector} face box{offset} ({how})"
+
+
+def crop_box(box: Sequence[float], framing: FaceFraming, width: int, height: int) -> Tuple[int, int, int]:
+    """``(left, top, side)`` in pixels of the square crop ``framing`` makes around ``box`` in a
+    ``width`` x ``height`` frame: shifted (never shrunk) to stay inside the frame, and shrunk only
+    when the frame is smaller than the crop."""
+    x0, y0, x1, y1 = box
+    side_box = max(x1 - x0, y1 - y0)
+    side = min(side_box * (1 + 2 * framing.margin), height, width)
+    cx, cy = (x0 + x1) / 2 + framing.dx * side_box, (y0 + y1) / 2 + framing.dy * side_box
+    s = max(1, int(round(side)))
+    left = int(round(min(max(cx - side / 2, 0), width - side)))
+    top = int(round(min(max(cy - side / 2, 0), height - side)))
+    return max(0, left), max(0, top), s
+
+
+def crop_faces(frames: Sequence[np.ndarray], boxes: np.ndarray, margin: float = DEFAULT_MARGIN,
+               framing: Optional[FaceFraming] = None) -> list:
+    """Square crops around ``boxes``: ``framing`` (:class:`FaceFraming`), or the box enlarged by
+    ``margin`` of its side on each side; kept inside the frame. Returns a list of (h, w, 3) uint8
+    arrays (resize afterwards)."""
+    framing = framing or FaceFraming(margin)
     crops = []
-    for frame, (x0, y0, x1, y1) in zip(frames, boxes):
+    for frame, box in zip(frames, boxes):
         h, w = frame.shape[:2]
-        side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        side = min(side, h, w)
-        left = int(round(min(max(cx - side / 2, 0), w - side)))
-        top = int(round(min(max(cy - side / 2, 0), h - side)))
-        s = int(round(side))
+        left, top, s = crop_box(box, framing, w, h)
         crops.append(frame[top : top + s, left : left + s])
     return crops
+
+
+def framing_fits(boxes: np.ndarray, framing: FaceFraming, width: int, height: int) -> float:
+    """The share of ``framing``'s intended crop side that fits in the frame, at worst over
+    ``boxes``: 1.0 when every crop fits; below when the face is so large (or the frame so small)
+    that the crop holds less around the face than the training faces had."""
+    sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * (1 + 2 * framing.margin)
+    sides = sides[np.isfinite(sides) & (sides > 0)]
+    return 1.0 if not len(sides) else float(min(1.0, min(width, height) / sides.max()))
+
+
+def measure_framing(frames: Iterable[np.ndarray], detector: Optional[FaceDetector] = None, work_size: int = 192,
+                    detector_name: str = "haar") -> Optional[FaceFraming]:
+    """How faces are framed in ``frames`` (RGB uint8 training frames, one per video is enough),
+    relative to ``detector``'s box (default: :class:`HaarFaceDetector`): the median margin and
+    centre offset over the frames where a face is found, or None when none is.
+
+    Each frame is scaled to ``work_size`` px and put in the middle of a grey canvas twice its
+    size: a detector needs context around a face, and training faces often fill their frame."""
+    from PIL import Image
+
+    detector = detector or HaarFaceDetector(max_side=2 * work_size)
+    found = []
+    for frame in frames:
+        h, w = frame.shape[:2]
+        scale = work_size / max(h, w)
+        sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+        canvas = np.full((2 * work_size, 2 * work_size, 3), 128, dtype=np.uint8)
+        ox, oy = (2 * work_size - sw) // 2, (2 * work_size - sh) // 2
+        canvas[oy : oy + sh, ox : ox + sw] = np.asarray(Image.fromarray(frame).resize((sw, sh), Image.BILINEAR))
+        box = detector(canvas)
+        if box is None:
+            continue
+        x0, y0, x1, y1 = box[0] - ox, box[1] - oy, box[2] - ox, box[3] - oy
+        side_box = max(x1 - x0, y1 - y0)
+        if side_box <= 0:
+            continue
+        # A square training frame is the crop: side = box side * (1 + 2 margin); non-square frames
+        # (resized to square for training) count by their mean side.
+        side_frame = (sw * sh) ** 0.5
+        found.append(((side_frame / side_box - 1) / 2, (sw / 2 - (x0 + x1) / 2) / side_box,
+                      (sh / 2 - (y0 + y1) / 2) / side_box))
+    if not found:
+        return None
+    margin, dx, dy = (float(np.median([f[k] for f in found])) for k in range(3))
+    return FaceFraming(float(np.clip(margin, -0.4, 4.0)), float(np.clip(dx, -2, 2)), float(np.clip(dy, -2, 2)),
+                       "measured", detector_name, len(found))
+
+
+def dataset_framing(dataset, videos: int = 16) -> Tuple[Optional[FaceFraming], str]:
+    """``(framing, notice)``: how ``dataset``'s training faces are framed, for training to record.
+
+    A pack made by ``rdfer pack --crop-faces`` records its crop (``face_crop``); otherwise three
+    frames of each of up to ``videos`` videos (spread over the set; valid items only) are measured
+    with :func:`measure_framing`. Faces that cannot be found (tight pre-cropped faces leave the
+    detector no context) are assumed tightly cropped (:data:`TIGHT_MARGIN`). None, with the
+    reason, when nothing can be measured (no OpenCV, a set without readable videos). The
+    dataset is read in evaluation mode and the random generators are left as they were."""
+    import copy
+    import random
+
+    import torch
+
+    recorded = FaceFraming.from_dict(getattr(dataset, "face_crop", None))
+    if recorded is not None:
+        return recorded, f"the faces were cropped by rdfer pack --crop-faces: {recorded.describe()}"
+    try:
+        detector = HaarFaceDetector(max_side=10_000)  # measure_framing sizes the canvas itself
+    except ImportError:
+        return None, "not measured (OpenCV is not installed: pip install 'rdfer[faces]')"
+    base = copy.copy(getattr(dataset, "dataset", dataset))  # a validation Subset: its whole set
+    if hasattr(base, "train"):
+        base.train = False
+    n = len(base)
+    k = min(videos, n)
+    picks = sorted({int(i * n / k) for i in range(k)})
+    frames = []
+    state = random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        np_state = np.random.get_state()
+        try:
+            for i in picks:
+                item = base[i]
+                if item.get("valid", True):
+                    video = item["video"]  # (C, T, H, W) uint8
+                    t = video.shape[1]
+                    frames += [video[:, j].permute(1, 2, 0).numpy() for j in sorted({t // 4, t // 2, 3 * t // 4})]
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(state)
+    if not frames:
+        return None, "not measured (no readable training video among those sampled)"
+    found = measure_framing(frames, detector)
+    if found is None:
+        tight = FaceFraming(TIGHT_MARGIN, source="tight")
+        return tight, (f"no face found in {len(frames)} sampled training frames (already tight face crops?): "
+                       f"assumed {tight.describe()}")
+    return found, f"{found.describe()}"

@@ -13,9 +13,10 @@ import torch
 import torch.nn as nn
 
 if TYPE_CHECKING:
-    from .faces import FaceTrack
+    from .faces import FaceFraming, FaceTrack
 
-__all__ = ["VideoPrediction", "UnreadableVideo", "read_video", "predict_video", "predict_frames", "scan_video"]
+__all__ = ["VideoPrediction", "UnreadableVideo", "NoFace", "FaceClip", "read_video", "predict_video", "predict_frames",
+           "scan_video", "read_face_clip", "model_framing"]
 
 # Exit codes of `rdfer predict`, documented in its --help.
 EXIT_OK, EXIT_NO_FACE, EXIT_UNREADABLE = 0, 3, 4
@@ -37,6 +38,7 @@ class VideoPrediction:
     fps: Optional[float] = None
     num_frames: int = 0
     frames_without_face: List[int] = field(default_factory=list)
+    crop: Optional[Dict] = None  # the face framing applied (rdfer.inference.faces.FaceFraming), None without detection
 
     def to_dict(self) -> Dict:
         return asdict(self)
@@ -54,6 +56,8 @@ class VideoPrediction:
             lines.append(f"  key expression: {a:.2f}s - {b:.2f}s (frames {self.key_window_frames[0]}-{self.key_window_frames[1]})")
         if self.frames_without_face:
             lines.append(f"  {len(self.frames_without_face)} of {self.num_frames} frames without a face (boxes interpolated)")
+        if self.message and not self.frames_without_face:
+            lines.append(f"  note: {self.message}")
         return "\n".join(lines)
 
 
@@ -72,17 +76,133 @@ def is_url(path: Union[str, Path]) -> bool:
     return isinstance(path, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path) is not None
 
 
+class _FrameFolder:
+    """A folder of numbered frames read as a video: the frames listed and ordered as a dataset's
+    frame folders are (:func:`rdfer.data.decode.list_frames`: numeric order, ``2.png`` before
+    ``10.png``) and decoded by :func:`rdfer.data.decode.load_frame` at their own size.
+
+    An unreadable frame is replaced by its nearest readable neighbour (the datasets' rule,
+    :func:`rdfer.data.decode.nearest_readable`) and warned about (``BadInputWarning``); a folder
+    without frames, or none of whose frames can be decoded, is :class:`UnreadableVideo`."""
+
+    def __init__(self, path: str):
+        import os
+
+        from ..data.decode import FRAME_EXTENSIONS, list_frames
+
+        self.path = path
+        try:
+            self.files = list_frames(path)
+        except OSError as err:
+            raise UnreadableVideo(f"{path}: cannot list the folder ({err.strerror or err})") from None
+        if not self.files:
+            kinds = "/".join(e[1:] for e in FRAME_EXTENSIONS)
+            with os.scandir(path) as entries:
+                nested = any(e.is_dir() and not e.name.startswith(".") for e in entries)
+            hint = f"; each of its subfolders may be one: give them ({os.path.join(path, '*')})" if nested else ""
+            raise UnreadableVideo(f"{path}: no frames ({kinds}) in the folder, so it is not a video{hint}")
+        self.errors: Dict[int, str] = {}
+
+    def __iter__(self) -> Iterator["_FolderFrame"]:
+        return (_FolderFrame(self, k) for k in range(len(self.files)))
+
+    def _decode(self, k: int) -> Optional[np.ndarray]:
+        from ..data.decode import load_frame
+
+        if k in self.errors:
+            return None
+        try:
+            rgb = load_frame(self.files[k], None)
+        except Exception as err:  # any decoder failure: corrupt, truncated, not an image
+            if isinstance(err, MemoryError):
+                raise
+            self.errors[k] = " ".join(f"{type(err).__name__}: {err}".split())
+            return None
+        return rgb if rgb.flags.writeable else rgb.copy()
+
+    def load(self, k: int) -> np.ndarray:
+        """Frame ``k`` as RGB uint8 ``(H, W, 3)``, or its nearest readable neighbour's."""
+        import warnings
+
+        from ..data.decode import BadInputWarning, nearest_readable
+
+        rgb = self._decode(k)
+        if rgb is not None:
+            return rgb
+        found: Dict[int, np.ndarray] = {}
+
+        def readable(i: int) -> bool:
+            rgb = self._decode(i)
+            if rgb is not None:
+                found[i] = rgb
+            return rgb is not None
+
+        j = nearest_readable(k, len(self.files), readable)
+        if j is None:
+            raise UnreadableVideo(f"{self.path}: none of the {len(self.files)} frames could be decoded "
+                                  f"(e.g. {self.files[k]}: {self.errors[k]})")
+        warnings.warn(f"{self.files[k]}: unreadable frame ({self.errors[k]}); replaced by {self.files[j]}",
+                      BadInputWarning, stacklevel=2)
+        return found[j]
+
+
+class _FolderFrame:
+    """One frame of a :class:`_FrameFolder`, with the part of PyAV's ``VideoFrame`` that rdfer
+    uses: ``width``, ``height`` and ``to_ndarray(format="rgb24", width=None, height=None)``
+    (resized bilinearly by PIL). Decoded on first use, not before: counting frames decodes none."""
+
+    __slots__ = ("_folder", "_k", "_rgb")
+
+    def __init__(self, folder: _FrameFolder, k: int):
+        self._folder, self._k, self._rgb = folder, k, None
+
+    def _pixels(self) -> np.ndarray:
+        if self._rgb is None:
+            self._rgb = self._folder.load(self._k)
+        return self._rgb
+
+    @property
+    def width(self) -> int:
+        return int(self._pixels().shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self._pixels().shape[0])
+
+    def to_ndarray(self, format: str = "rgb24", width: Optional[int] = None, height: Optional[int] = None,
+                   **_) -> np.ndarray:
+        if format != "rgb24":
+            raise ValueError(f"frames of a frame folder convert to rgb24 only, not {format!r}")
+        rgb = self._pixels()
+        size = (width or rgb.shape[1], height or rgb.shape[0])
+        if size == (rgb.shape[1], rgb.shape[0]):
+            return rgb
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+
+
 @contextmanager
 def _video_frames(path: Union[str, Path]) -> Iterator[Tuple[Iterator, float]]:
     """``with _video_frames(path) as (frames, fps)``: PyAV frames of the first video stream, and its
     average frame rate (NaN when unknown). Any decoder error becomes :class:`UnreadableVideo`.
 
+    A folder of numbered frames (``S005_001_00000001.png ...``, ``0.jpg ... 10.jpg``) is a video
+    too, read as the datasets read frame folders (:class:`_FrameFolder`): its frames in numeric
+    order, objects with the ``width``/``height``/``to_ndarray`` of PyAV frames, fps NaN (a
+    folder has no frame rate).
+
     Local regular files only (:func:`rdfer.data.decode.open_local_video`): a URL, a FIFO or a
     device is refused, and FFmpeg may use no protocol but ``file``, so nothing is fetched."""
+    import os
+
     from ..data.decode import UnreadableClip, open_local_video
 
     if is_url(path):  # FFmpeg would fetch it: rdfer stays offline on purpose
         raise UnreadableVideo(URL_REFUSED)
+    if os.path.isdir(path):
+        yield iter(_FrameFolder(str(path))), float("nan")
+        return
     try:
         container = open_local_video(path)
     except UnreadableClip as err:
@@ -109,8 +229,9 @@ def _video_frames(path: Union[str, Path]) -> Iterator[Tuple[Iterator, float]]:
 
 
 def read_video(path: Union[str, Path]) -> Tuple[List[np.ndarray], float]:
-    """Decode every frame of a video file to RGB uint8 (H, W, 3) arrays with PyAV; returns the
-    frames and the stream's average frame rate (NaN when unknown). Raises :class:`UnreadableVideo`.
+    """Decode every frame of a video file (or a folder of numbered frames, fps NaN) to RGB uint8
+    (H, W, 3) arrays with PyAV; returns the frames and the stream's average frame rate (NaN when
+    unknown). Raises :class:`UnreadableVideo`.
 
     Holds the whole video in memory (a minute of 1080p is ~11 GB): :func:`predict_video` streams
     instead and keeps only the frames it samples."""
@@ -119,13 +240,15 @@ def read_video(path: Union[str, Path]) -> Tuple[List[np.ndarray], float]:
 
 
 def scan_video(path: Union[str, Path], detector: Optional[Callable] = None, stride: int = 8) -> Tuple[int, float, Optional["FaceTrack"]]:
-    """The first pass of :func:`predict_video`: the frame count, the frame rate and, with a
-    ``detector``, the face track of every ``stride``-th frame (:func:`rdfer.inference.faces.track_boxes`;
-    boxes in full-frame pixels). Raises :class:`UnreadableVideo`.
+    """The first pass of :func:`predict_video` on a video file or a folder of numbered frames: the
+    frame count, the frame rate (NaN for a folder) and, with a ``detector``, the face track of
+    every ``stride``-th frame (:func:`rdfer.inference.faces.track_boxes`; boxes in full-frame
+    pixels). Raises :class:`UnreadableVideo`.
 
     No frame is kept beyond the tracker's window, and only the examined frames are converted
     to RGB: at the detector's working size when it declares one (``max_side``), by FFmpeg's
-    scaler, so a full-size RGB frame is never built for detection."""
+    scaler, so a full-size RGB frame is never built for detection (a folder's image files are
+    decoded at their own size, then scaled)."""
     from .faces import track_boxes
 
     with _video_frames(path) as (frames, fps):
@@ -150,19 +273,22 @@ def scan_video(path: Union[str, Path], detector: Optional[Callable] = None, stri
     return len(track.boxes), fps, track
 
 
-def _read_clip(path: str, idx: np.ndarray, boxes: Optional[np.ndarray], size: int) -> np.ndarray:
+def _read_clip(path: str, idx: np.ndarray, boxes: Optional[np.ndarray], size: int,
+               framing: Optional["FaceFraming"] = None) -> np.ndarray:
     """Second pass: the frames ``idx`` (sorted, repeats allowed), each cropped to its face box
-    when ``boxes`` is given and resized to ``size``, as soon as it is decoded. ``(T, size, size, 3)``."""
+    (as ``framing`` says) when ``boxes`` is given and resized to ``size``, as soon as it is
+    decoded. Returns ``(T, size, size, 3)`` frames and the frames' ``(width, height)``."""
     from .faces import crop_faces
 
     out = np.empty((len(idx), size, size, 3), dtype=np.uint8)
-    filled, last, k = 0, int(idx[-1]), -1
+    filled, last, k, wh = 0, int(idx[-1]), -1, (0, 0)
     with _video_frames(path) as (frames, _):
         for k, frame in enumerate(frames):
             if k == idx[filled]:
                 rgb = frame.to_ndarray(format="rgb24")
+                wh = rgb.shape[1], rgb.shape[0]
                 if boxes is not None:
-                    (rgb,) = crop_faces([rgb], boxes[k : k + 1])
+                    (rgb,) = crop_faces([rgb], boxes[k : k + 1], framing=framing)
                 small = _resize(rgb, size)
                 while filled < len(idx) and idx[filled] == k:
                     out[filled] = small
@@ -171,7 +297,66 @@ def _read_clip(path: str, idx: np.ndarray, boxes: Optional[np.ndarray], size: in
                 break
     if filled < len(idx):  # the file changed between the passes, or the decoder is not deterministic
         raise UnreadableVideo(f"{path}: the second decoding pass ended after {k + 1} frames, the first found more")
-    return out
+    return out, wh
+
+
+@dataclass
+class FaceClip:
+    """What :func:`read_face_clip` read: ``frames`` (T, S, S, 3) uint8 face crops of the source
+    frames ``frame_index``, the video's frame count and rate, the frames without a face, and
+    how far the crop fit in the frame (:func:`rdfer.inference.faces.framing_fits`)."""
+
+    frames: np.ndarray
+    frame_index: np.ndarray
+    num_frames: int
+    fps: float
+    frames_without_face: List[int]
+    fits: float
+
+
+class NoFace(ValueError):
+    """A video in which the detector found no face in any frame (``num_frames`` frames at ``fps``)."""
+
+    def __init__(self, message: str, num_frames: int = 0, fps: float = float("nan")) -> None:
+        super().__init__(message)
+        self.num_frames, self.fps = num_frames, fps
+
+
+def read_face_clip(path: Union[str, Path], select: Callable[[int], Sequence[int]], size: int,
+                   framing: Optional["FaceFraming"], detector: Optional[Callable] = None,
+                   detect_stride: int = 8) -> FaceClip:
+    """The face pipeline of ``rdfer predict`` and ``rdfer pack --crop-faces`` (one, so training
+    and prediction see faces cropped the same way): decode ``path`` twice (memory bounded by the
+    kept frames), track the face (:func:`rdfer.inference.faces.track_boxes` every
+    ``detect_stride`` frames, boxes filled and smoothed), keep the frames ``select(n)`` and crop
+    each as ``framing`` says, resized to ``size``. ``detector=None`` keeps whole frames.
+    Raises :class:`UnreadableVideo` or :class:`NoFace`."""
+    from .faces import fill_and_smooth, framing_fits
+
+    n, fps, track = scan_video(path, detector, max(1, detect_stride))
+    if n == 0:
+        raise UnreadableVideo(f"{path}: the file has no decodable frame")
+    boxes, missing = None, []
+    if track is not None:
+        missing = track.frames_without_face
+        if not track.has_face.any():
+            raise NoFace(f"{path}: no face found in any frame", n, fps)
+        boxes = fill_and_smooth(track.boxes)
+    idx = np.asarray(select(n)).astype(int)
+    clip, (width, height) = _read_clip(str(path), idx, boxes, size, framing)
+    fits = 1.0 if boxes is None or framing is None else framing_fits(boxes[idx], framing, width, height)
+    return FaceClip(clip, idx, n, fps, missing, fits)
+
+
+def model_framing(model: nn.Module, crop_margin: Optional[float] = None) -> "FaceFraming":
+    """The face framing to crop raw video with for ``model``: ``crop_margin`` when given, else the
+    framing its checkpoint records (``data_config["face_framing"]``), else rdfer's default."""
+    from .faces import FaceFraming
+
+    if crop_margin is not None:
+        return FaceFraming(float(crop_margin), source="option")
+    recorded = FaceFraming.from_dict((getattr(model, "data_config", None) or {}).get("face_framing"))
+    return recorded or FaceFraming()
 
 
 def _resize(frame: np.ndarray, size: int) -> np.ndarray:
@@ -209,11 +394,13 @@ def predict_video(
     detector: Union[str, Callable, None] = "haar",
     detect_stride: int = 8,
     device: Union[str, torch.device] = "cpu",
+    crop_margin: Optional[float] = None,
 ) -> VideoPrediction:
     """Predict the emotion of one video file.
 
     Args:
-        path: any video PyAV decodes (mp4, avi, mov, webm, mkv, ...).
+        path: any video PyAV decodes (mp4, avi, mov, webm, mkv, ...), or a folder of numbered
+            frames (one video; no frame rate).
         model: a trained RDFER model (e.g. ``rdfer.load_model(run_dir)``).
         class_names / num_frames / image_size: what the model was trained with (its
             ``data_config``); a value that contradicts it raises ValueError. For a model without
@@ -223,12 +410,16 @@ def predict_video(
         detect_stride: run the detector on every n-th frame and interpolate the boxes in between;
             where the box jumps or a face appears or disappears, every frame in between is
             examined (:func:`rdfer.inference.faces.track_boxes`). 1 examines every frame.
+        crop_margin: the face crop's margin, in box sides on each side (``--crop-margin``). By
+            default the crop is the one the model's training faces had (its checkpoint's
+            ``face_framing``, :func:`model_framing`), so a raw video's face is framed as in training.
 
     Frames without a face inside a video get an interpolated box and are listed; a video with
-    no face at all returns ``status="no_face"`` instead of raising.
+    no face at all returns ``status="no_face"`` instead of raising. A face so large in its frame
+    that the crop cannot hold the training faces' margin says so in ``message``.
     """
     from ..data.sampling import eval_indices
-    from .faces import HaarFaceDetector, fill_and_smooth
+    from .faces import HaarFaceDetector
 
     from ..engine.datasets import setting_from_checkpoint, trained_data_config
 
@@ -245,29 +436,20 @@ def predict_video(
     if num_frames < 1 or image_size < 1:
         raise ValueError(f"num_frames and image_size must be >= 1, got {num_frames} and {image_size}")
     path = str(path)
-    stride = max(1, detect_stride)
     det = HaarFaceDetector() if detector == "haar" else detector
-    # Two decoding passes keep memory bounded by the sampled frames, whatever the video's length
-    # or resolution: the first counts frames and finds faces, the second keeps the sampled frames.
+    framing = model_framing(model, crop_margin) if det is not None else None
     try:
-        n, fps, track = scan_video(path, det, stride)
+        face = read_face_clip(path, lambda n: eval_indices(n, num_frames), image_size, framing, det, detect_stride)
     except UnreadableVideo as err:  # a broken file is a per-video result, not a crash of the batch
         return VideoPrediction(path, "unreadable", str(err))
-    if n == 0:
-        return VideoPrediction(path, "unreadable", "the file has no decodable frame")
-    missing: List[int] = []
-    boxes = None
-    if track is not None:
-        missing = track.frames_without_face
-        if not track.has_face.any():
-            return VideoPrediction(path, "no_face", "no face found in any frame", fps=fps, num_frames=n,
-                                   frames_without_face=missing)
-        boxes = fill_and_smooth(track.boxes)
-    loaded = np.asarray(eval_indices(n, num_frames)).astype(int)
-    try:
-        clip = _read_clip(path, loaded, boxes, image_size)
-    except UnreadableVideo as err:
-        return VideoPrediction(path, "unreadable", str(err))
+    except NoFace as err:
+        return VideoPrediction(path, "no_face", "no face found in any frame", fps=err.fps, num_frames=err.num_frames,
+                               frames_without_face=list(range(err.num_frames)))
+    clip, loaded, n, fps, missing = face.frames, face.frame_index, face.num_frames, face.fps, face.frames_without_face
+    notes = [f"{len(missing)} frames without a face; their boxes were interpolated"] if missing else []
+    if face.fits < 0.8:
+        notes.append(f"the face fills so much of the frame that its crop holds {100 * face.fits:.0f}% of the side "
+                     f"the training faces had ({framing.describe()}): framed differently from training")
     with torch.no_grad():
         pred = _run_model(model, clip, device)
     probs = pred.probs[0].cpu()
@@ -282,5 +464,5 @@ def predict_video(
         clip_predictions=[class_names[int(c)] for c in pred.clip_preds[0]],
         agreement=float(pred.agreement[0]), key_window_seconds=window_s, key_window_frames=(first, last),
         fps=fps if np.isfinite(fps) else None, num_frames=n, frames_without_face=missing,
-        message="" if not missing else f"{len(missing)} frames without a face; their boxes were interpolated",
+        message="; ".join(notes), crop=None if framing is None else framing.to_dict(),
     )
