@@ -77,6 +77,10 @@ TINY_SYNTHETIC = ["--synthetic-train", "48", "--synthetic-test", "24", "--worker
 # `make run` is `rdfer demo` = rdfer.engine.demo.run_demo; here with tiny sizes.
 DEMO = dict(epochs=1, synthetic_train=32, synthetic_test=16, num_frames=8, progress=False)
 
+CREMA_D = REPO.parent / "shared" / "data" / "crema-d"
+CREMA_D_CLIPS = {"HAP": "happy", "SAD": "sad", "NEU": "neutral", "ANG": "angry"}
+CREMA_D_PRESENT = all((CREMA_D / f"1001_DFA_{k}_XX.flv").is_file() for k in CREMA_D_CLIPS)
+
 # Command of a page -> (extra arguments, or None to skip; why). Commands run in reading order, each once.
 PACK = ["--num-frames", "8", "--image-size", "32", "--quiet"]
 COMMANDS = {
@@ -129,6 +133,18 @@ COMMANDS = {
     "rdfer audit dfew --root /data/DFEW --fold 1 --checkpoint runs/dfew_fold1": (TINY_DATA, ""),
     "rdfer audit synthetic --checkpoint runs/demo/rdfer --synthetic-train 1200 --synthetic-test 600 --noise-rate 0.3 --synthetic-distribution long_tail": (TINY_SYNTHETIC, ""),
     "rdfer analyze synthetic --checkpoint runs/demo/rdfer --synthetic-train 1200 --synthetic-test 600 --noise-rate 0.3 --synthetic-distribution long_tail": (TINY_SYNTHETIC, ""),
+    # Your own videos: raw face videos (the real CREMA-D clips) -> pack --crop-faces -> train -> predict.
+    "rdfer pack csv --csv raw/train.csv --crop-faces --out packs/faces_train": (
+        PACK + ["--detect-stride", "16"] if CREMA_D_PRESENT else None, "needs raw face videos: ../shared/data/crema-d"),
+    "rdfer pack csv --csv raw/test.csv --crop-faces --classes happy,sad,neutral,angry --out packs/faces_test": (
+        PACK + ["--detect-stride", "16"] if CREMA_D_PRESENT else None, "needs raw face videos"),
+    "rdfer train packed --train packs/faces_train --test packs/faces_test --num-frames 16 --out runs/faces": (
+        TINY_TRAIN if CREMA_D_PRESENT else None, "needs the packs above"),
+    "rdfer eval packed --train packs/faces_train --test packs/faces_test --checkpoint runs/faces": (
+        TINY_DATA if CREMA_D_PRESENT else None, "needs the run above"),
+    "rdfer predict new_video.mp4 --checkpoint runs/faces": ([] if CREMA_D_PRESENT else None, "needs the run above"),
+    "rdfer audit packed --train packs/faces_train --test packs/faces_test --checkpoint runs/faces --html": (
+        TINY_DATA if CREMA_D_PRESENT else None, "needs the run above"),
     "rdfer export --checkpoint runs/demo/rdfer --format onnx": ([], ""),
     "rdfer export --checkpoint runs/demo/rdfer --format torchscript": ([], ""),
 }
@@ -246,6 +262,12 @@ def workspace(tmp_path_factory):
     _user_clip(ws, "clip1.mp4", "single_face.mp4")
     _user_clip(ws, "clip2.mov", "face_noface.mov")
     _user_clip(ws, "clip.mp4", "single_face.mp4")
+    _user_clip(ws, "new_video.mp4", "single_face.mp4")
+    if CREMA_D_PRESENT:  # "Your own videos": raw videos of a face, labelled
+        (ws / "raw").mkdir()
+        rows = [f"{CREMA_D / f'1001_DFA_{k}_XX.flv'},{label}" for k, label in CREMA_D_CLIPS.items()]
+        (ws / "raw" / "train.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+        (ws / "raw" / "test.csv").write_text("path,label\n" + "\n".join(rows[:2]) + "\n")
     return ws
 
 
@@ -313,6 +335,11 @@ def test_every_docs_command_runs(workspace):
         assert (ws / "runs" / "demo" / "rdfer" / name).is_file(), name
     for pack in ("dfew1_train", "ferv_train", "mine_train", "mine_test"):
         assert (ws / "packs" / pack / "index.json").is_file(), pack
+    if CREMA_D_PRESENT:  # the crop recorded by the pack is the model's, and predict applies it
+        framing = json.loads((ws / "runs" / "faces" / "results.json").read_text())["face_framing"]
+        assert framing["source"] == "pack" and framing["margin"] == 0.25
+        assert (ws / "runs" / "faces" / "audit_train" / "review.html").is_file()
+        assert (ws / "packs" / "faces_train" / "faces.csv").is_file()
     assert list(ws.glob("dist/rdfer-*.whl"))
 
 
