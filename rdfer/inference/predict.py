@@ -391,7 +391,7 @@ def predict_video(
     class_names: Optional[Sequence[str]] = None,
     num_frames: Optional[int] = None,
     image_size: Optional[int] = None,
-    detector: Union[str, Callable, None] = "haar",
+    detector: Union[str, Callable, None] = "auto",
     detect_stride: int = 8,
     device: Union[str, torch.device] = "cpu",
     crop_margin: Optional[float] = None,
@@ -405,8 +405,10 @@ def predict_video(
         class_names / num_frames / image_size: what the model was trained with (its
             ``data_config``); a value that contradicts it raises ValueError. For a model without
             them: ``"0".."n-1"``, 16 frames, 112 px.
-        detector: ``"haar"`` (OpenCV, offline), a callable ``RGB frame -> box or None``, or None
-            when the video is already cropped to the face (``--no-detect``).
+        detector: ``"auto"`` (the detector the model's training faces were framed with, else
+            ``"haar"``), a name of :data:`rdfer.inference.faces.DETECTORS` (``"haar"``: OpenCV,
+            offline; ``"yunet"``), a callable ``RGB frame -> box or None``, or None when the
+            video is already cropped to the face (``--no-detect``).
         detect_stride: run the detector on every n-th frame and interpolate the boxes in between;
             where the box jumps or a face appears or disappears, every frame in between is
             examined (:func:`rdfer.inference.faces.track_boxes`). 1 examines every frame.
@@ -419,7 +421,7 @@ def predict_video(
     that the crop cannot hold the training faces' margin says so in ``message``.
     """
     from ..data.sampling import eval_indices
-    from .faces import HaarFaceDetector
+    from .faces import create_face_detector
 
     from ..engine.datasets import setting_from_checkpoint, trained_data_config
 
@@ -436,8 +438,9 @@ def predict_video(
     if num_frames < 1 or image_size < 1:
         raise ValueError(f"num_frames and image_size must be >= 1, got {num_frames} and {image_size}")
     path = str(path)
-    det = HaarFaceDetector() if detector == "haar" else detector
-    framing = model_framing(model, crop_margin) if det is not None else None
+    framing = model_framing(model, crop_margin) if detector is not None else None
+    name = framing.detector if detector == "auto" and framing is not None else detector
+    det = create_face_detector(name) if isinstance(name, str) else name
     try:
         face = read_face_clip(path, lambda n: eval_indices(n, num_frames), image_size, framing, det, detect_stride)
     except UnreadableVideo as err:  # a broken file is a per-video result, not a crash of the batch
@@ -447,6 +450,9 @@ def predict_video(
                                frames_without_face=list(range(err.num_frames)))
     clip, loaded, n, fps, missing = face.frames, face.frame_index, face.num_frames, face.fps, face.frames_without_face
     notes = [f"{len(missing)} frames without a face; their boxes were interpolated"] if missing else []
+    if isinstance(name, str) and framing.source not in ("default", "option") and name != framing.detector:
+        notes.append(f"the training faces were framed around {framing.detector} boxes; {name}'s boxes frame them "
+                     f"differently (--detector auto uses {framing.detector})")
     if face.fits < 0.8:
         notes.append(f"the face fills so much of the frame that its crop holds {100 * face.fits:.0f}% of the side "
                      f"the training faces had ({framing.describe()}): framed differently from training")
