@@ -253,3 +253,43 @@ def test_feeding_quick(tmp_path):
     assert "| stage | where rdfer runs it |" in md and result["verdict"] in md and md in proc.stdout
     for section in ("stages", "gpu", "cores", "bandwidth"):
         assert f"<!-- --8<-- [start:{section}] -->" in md and f"<!-- --8<-- [end:{section}] -->" in md
+
+
+def test_raw_videos_quick(tmp_path):
+    """Issue 35's stand-in: trained on tight crops of drawn faces, evaluated on the raw videos with
+    the recorded framing, the old margin, the tight crops and a framing sweep (plain and with TTA),
+    with and without scale jitter; the JSON holds every condition and the pre-registered decisions."""
+    pytest.importorskip("cv2")
+    proc = _run("raw_videos.py", tmp_path, "--work", str(tmp_path / "work"))
+    result = json.loads((tmp_path / "raw_videos_quick.json").read_text())
+    meta = result["meta"]
+    assert "--quick" in meta["command"] and meta["quick"] is True and meta["threads"] >= 1 and meta["wall_seconds"] > 0
+    assert not (tmp_path / "raw_videos.json").exists()  # --quick never takes the committed results' name
+    assert meta["videos"] == {"val": 4, "test": 4}
+    # The drawn faces are found by the detector that crops them at prediction.
+    for split in ("val", "test"):
+        assert meta["splits"][split]["haar_found_share_all"] >= 0.6
+    # Batched crops are predict_video's own (it rounds probabilities to 4 digits).
+    assert meta["cached_path_max_prob_diff"] <= 1e-4
+    conditions = {"recorded", "old_margin_0.25", "tight_no_detect", "recorded_mirror_tta", "recorded_multiscale_tta"}
+    conditions |= {f"margin_{m}{s}" for m in (0.0, 0.1, 0.25, 0.5) for s in
+                   ("", "_mirror_tta", "_multiscale_tta", "_keep_offsets", "_keep_offsets_multiscale_tta")}
+    assert [(r["scale_jitter"], r["seed"]) for r in result["runs"]] == [(0.0, 0), (0.25, 0)]
+    for run in result["runs"]:
+        framing = run["eval"]["framing"]
+        assert framing["source"] in ("measured", "tight") and -0.4 <= framing["margin"] <= 4
+        assert ("--scale-jitter " + str(run["scale_jitter"])) in run["train_command"]
+        for split in ("val", "test"):
+            res = run["eval"]["splits"][split]
+            assert conditions <= set(res)
+            for c in conditions:
+                assert 0 <= res[c]["war"] <= 1 and 0 <= res[c]["uar"] <= 1, c
+    assert set(result["summary"]) == {"0.0", "0.25"}
+    for setting in result["summary"].values():
+        wrong = setting["val"]["wrong_mean"]["war"]
+        assert wrong["n"] == 1 and 0 <= wrong["mean"] <= 1
+    decision = result["decision"]
+    assert isinstance(decision["scale_jitter"]["adopt"], bool) and isinstance(decision["multiscale_tta"]["clearly_helps"], bool)
+    md = (tmp_path / "raw_videos_quick.md").read_text()
+    assert "| scale jitter | 1. recorded framing (the fix) |" in md and decision["scale_jitter"]["verdict"] in md
+    assert md in proc.stdout

@@ -193,3 +193,18 @@ def test_a_pack_cropped_with_yunet_is_predicted_with_yunet(tmp_path):
     assert auto.status == "ok" and auto.crop["detector"] == "yunet" and "framed around" not in auto.message
     haar = predict_video(clip, model, detector="haar")
     assert "the training faces were framed around yunet boxes; haar's boxes frame them differently" in haar.message
+
+
+def test_crop_margin_replaces_the_margin_and_keeps_the_recorded_offset_and_detector():
+    import torch
+
+    from rdfer.inference.predict import model_framing
+
+    model = torch.nn.Module()
+    model.data_config = {"face_framing": {"margin": 0.04, "dx": 0.01, "dy": -0.06, "source": "measured",
+                                          "detector": "yunet", "measured": 48}}
+    given = model_framing(model, crop_margin=0.3)
+    assert (given.margin, given.dx, given.dy, given.detector, given.source) == (0.3, 0.01, -0.06, "yunet", "option")
+    assert model_framing(model).to_dict() == model.data_config["face_framing"]
+    model.data_config = {}
+    assert model_framing(model).to_dict()["margin"] == 0.25 and model_framing(model, 0.1).dy == 0.0
