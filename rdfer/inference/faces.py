@@ -399,6 +399,8 @@ def dataset_framing(dataset, videos: int = 16) -> Tuple[Optional[FaceFraming], s
     base = copy.copy(getattr(dataset, "dataset", dataset))  # a validation Subset: its whole set
     if hasattr(base, "train"):
         base.train = False
+    if getattr(base, "decode_on_device", False):  # WebDataset: decoded frames here, not JPEG bytes
+        base.decode_on_device = False
     n = len(base)
     k = min(videos, n)
     picks = sorted({int(i * n / k) for i in range(k)})
