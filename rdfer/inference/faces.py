@@ -403,7 +403,9 @@ def dataset_framing(dataset, videos: int = 16) -> Tuple[Optional[FaceFraming], s
         base.decode_on_device = False
     n = len(base)
     k = min(videos, n)
-    picks = sorted({int(i * n / k) for i in range(k)})
+    # Spread over the set; a stream of shards (WebDataset, maybe remote) reads a sample from its
+    # shard's start, so there the first videos are taken: one shard's head, not one read per shard.
+    picks = list(range(k)) if hasattr(base, "urls") else sorted({int(i * n / k) for i in range(k)})
     frames = []
     state = random.getstate()
     with torch.random.fork_rng(devices=[]):
