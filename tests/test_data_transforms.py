@@ -161,3 +161,11 @@ def test_scale_jitter_option_reaches_the_training_transform():
     assert TrainConfig().scale_jitter == 0.0  # off unless asked (or a recipe sets it)
     with pytest.raises(ValueError, match=r"^--scale-jitter must be in \[0, 1\], got 1\.5$"):
         TrainConfig(scale_jitter=1.5)
+
+
+def test_the_model_card_names_the_scale_jitter():
+    from rdfer.engine.model_card import _recipe_rows
+
+    rows = dict((k, v) for k, v in _recipe_rows({"augment": False, "scale_jitter": 0.25}, {}, {}))
+    assert rows["augmentation"] == "off, scale jitter 0.25"
+    assert dict((k, v) for k, v in _recipe_rows({"augment": True}, {}, {}))["augmentation"] == "on"

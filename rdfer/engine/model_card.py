@@ -225,7 +225,8 @@ def _recipe_rows(cfg: Dict[str, Any], results: Dict[str, Any], model: Dict[str, 
         ["batch", f"{cfg.get('batch_size')}" + (f" x {cfg.get('accum_steps')} accumulation steps"
                                                   if (cfg.get("accum_steps") or 1) > 1 else "")],
         ["label smoothing", str(cfg.get("label_smoothing"))],
-        ["augmentation", "on" if cfg.get("augment", True) else "off"],
+        ["augmentation", ("on" if cfg.get("augment", True) else "off")
+         + (f", scale jitter {cfg['scale_jitter']}" if cfg.get("scale_jitter") else "")],
         # A weights file by its name only: its folders would publish the user's name and layout.
         ["pretrained backbone", os.path.basename(str(cfg["pretrained"])) if isinstance(cfg.get("pretrained"), str)
                                 else str(cfg.get("pretrained") or "no")],
