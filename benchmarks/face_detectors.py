@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import shlex
 import sys
@@ -427,8 +426,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
 
     import cv2
-    from dataloading import machine
-    from rdfer.engine.checkpoint import atomic_write_text
+    from dataloading import machine, write_results
 
     t0, load_before = time.perf_counter(), round(os.getloadavg()[0], 2)
     result: Dict[str, Any] = run(args.quick, every, args.threads)
@@ -441,13 +439,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         seconds=round(time.perf_counter() - t0, 1), load_before=load_before, load_after=round(os.getloadavg()[0], 2))
     result["summary"] = summary(result)
     result["verdict"] = verdict(result["summary"])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "face_detectors_quick" if args.quick else "face_detectors"
-    md = to_markdown(result)
-    atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=2))
-    atomic_write_text(out / f"{stem}.md", md)
-    print(md)
+    write_results(Path(args.out), "face_detectors_quick" if args.quick else "face_detectors", result, to_markdown)
     return 0
 
 

@@ -672,15 +672,9 @@ def main(argv=None) -> int:
             "protocol": __doc__}
     result = {"meta": meta, "summary": summary, "decision": decide(summary), "runs": runs}
     result["reading"] = reading(summary, meta)
-    from rdfer.engine.checkpoint import atomic_write_text
+    from dataloading import write_results  # the benchmarks' shared report writer
 
-    name = "raw_videos_quick" if args.quick else "raw_videos"
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    md = to_markdown(result)
-    atomic_write_text(out / f"{name}.json", json.dumps(result, indent=2))
-    atomic_write_text(out / f"{name}.md", md)
-    print(md)
+    write_results(Path(args.out), "raw_videos_quick" if args.quick else "raw_videos", result, to_markdown)
     return 0
 
 

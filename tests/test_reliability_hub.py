@@ -7,7 +7,6 @@ only network is a loopback listener of the test's own, closed when the test ends
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import threading
 import time

@@ -128,12 +128,6 @@ def _balanced_sampler(dataset, seed: int) -> WeightedRandomSampler:
                                  generator=torch.Generator().manual_seed(seed))
 
 
-def _training_framing(dataset):
-    from ..inference.faces import dataset_framing
-
-    return dataset_framing(dataset)
-
-
 def _shared_videos(train_set, test_set) -> int:
     """How many test videos are training videos too (same source path); 0 when the datasets do not
     list their paths."""
@@ -305,7 +299,9 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
     if cfg.dataset in ("packed", "webdataset"):  # a pack stores its frames at one size, whatever --image-size says:
         cfg.image_size = int(train_full.image_size)  # the model, config.yaml and the card record that size
     # How the training faces are framed: stored in the model, so `rdfer predict` crops raw video the same way.
-    framing, notice = (None, "") if cfg.dataset == "synthetic" else _training_framing(train_full)
+    from ..inference.faces import dataset_framing
+
+    framing, notice = (None, "") if cfg.dataset == "synthetic" else dataset_framing(train_full)
     shared = _shared_videos(train_full, test_set) if cfg.dataset != "synthetic" else 0  # names, not files
     if shared and is_main():
         print(f"rdfer: warning: {shared} of the {len(test_set)} test videos are training videos too (e.g. the same "

@@ -56,8 +56,9 @@ class VideoPrediction:
             lines.append(f"  key expression: {a:.2f}s - {b:.2f}s (frames {self.key_window_frames[0]}-{self.key_window_frames[1]})")
         if self.frames_without_face:
             lines.append(f"  {len(self.frames_without_face)} of {self.num_frames} frames without a face (boxes interpolated)")
-        if self.message and not self.frames_without_face:
-            lines.append(f"  note: {self.message}")
+        notes = [m for m in self.message.split("; ") if m and "frames without a face" not in m]  # said above
+        if notes:
+            lines.append(f"  note: {'; '.join(notes)}")
         return "\n".join(lines)
 
 
