@@ -116,7 +116,14 @@ SUFFIXES: Dict[str, Dict[str, Any]] = {"mismatch": dict(noisy_requires_mismatch=
                                        # round 3b: the mixture's noisy part guessed only when confident, else 0
                                        "gate": dict(strategy_options={"guess_confidence": 0.7}),
                                        # round 3b: the mixture's noisy part dropped (never guessed)
-                                       "drop": dict(strategy_options={"guess_confidence": 1.01})}
+                                       "drop": dict(strategy_options={"guess_confidence": 1.01}),
+                                       # round 4: mixup (alpha 1) with the rule; rdfer's shipping
+                                       # --logit-adjustment auto; Co-teaching+; DivideMix on the
+                                       # clean / hard / noisy mixture instead of its loss mixture
+                                       "mixup": dict(mixup=1.0),
+                                       "auto_la": dict(logit_adjustment="auto"),
+                                       "plus": dict(strategy_options={"plus": True}),
+                                       "gmm": dict(strategy_options={"divide": "agreement_gmm"})}
 # Round 2 (2026-11-26, fixed before its runs): H1, a NOISY count that follows the noise
 # (clip_vote) instead of the fixed 10%, should help most at 40% symmetric and 30% asymmetric
 # noise; H2, the logit-adjusted loss should lift the long tail's UAR. Run on the full grid.
@@ -149,6 +156,21 @@ ROUND3B = ["elr+clips+strong", "mixture+gate", "mixture+drop"]
 FIVE_SEED_RULES = ["agreement", "class_small_loss", "agreement+la"]
 ROUND3_SCREEN_CELLS = [("uniform", "symmetric", 0.4), ("uniform", "asymmetric", 0.3),
                        ("long_tail", "symmetric", 0.2), ("long_tail", "asymmetric", 0.3)]
+# Round 4 (issue 34, 2026-12-07, fixed before its runs). The training logs of rounds 1-3 show wrong
+# labels memorised late, and rules that drop beat rules that guess. H6: two networks that select
+# for each other hold the memorisation back (Co-teaching, forget rate 0.2 over 3 epochs; its "plus"
+# variant; DivideMix, its loss mixture or the clean / hard / noisy mixture as the divide). H7:
+# mixup (alpha 1) alone slows it (with CE and with the incumbent rule). H8: the learnt clean / hard
+# / noisy split beats the fixed 10% / 20% shares (agreement_gmm). Every row with rdfer's shipping
+# --logit-adjustment auto ("+auto_la"). Screened on ROUND3_SCREEN_CELLS, seed 0, beside the
+# baselines' seed-0 runs of the full grid (same runs); the two best new rules on CRITERION join the
+# full grid (3 seeds). The default: a finalist replaces `agreement` (with auto logit adjustment,
+# the row agreement+auto_la) only if, on the full grid, (a) its CRITERION is above the incumbent's,
+# (b) its mean validation WAR on the two clean cells is at most 1 point below CE's, and (c) it takes
+# at most 2.5x CE's seconds per run (test numbers never choose).
+ROUND4 = ["ce+mixup+auto_la", "agreement+mixup+auto_la", "agreement_gmm+auto_la", "coteaching+auto_la",
+          "coteaching+plus+auto_la", "dividemix+auto_la", "dividemix+gmm+auto_la"]
+ROUND4_BASELINES = ["frame_baseline", "ce", "bigloss_down", "class_small_loss", "gce", "agreement", "agreement+la"]
 
 
 def strategy_options(name: str) -> Dict[str, Any]:
@@ -424,6 +446,9 @@ def main(argv=None) -> int:
     parser.add_argument("--screen", action="store_true", help="stage 1: every rule on 3 cells, 1 seed")
     parser.add_argument("--round3-screen", action="store_true",
                         help="issue 23's screen: the label-correcting rules beside the baselines on 4 cells, seed 0")
+    parser.add_argument("--round4-screen", action="store_true",
+                        help="issue 34's screen: two networks, mixup and the learnt split beside the baselines on 4 "
+                        "cells, seed 0")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="where the result files go")
     parser.add_argument("--work", default=str(ROOT / "runs" / "noise_robustness"),
                         help="folder for the training runs (checkpoints, logs; default runs/noise_robustness)")
@@ -442,7 +467,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads or max(1, torch.get_num_threads()))
     out, work = Path(args.out), Path(args.work)
     stem = ("noise_robustness_quick" if args.quick else "noise_robustness_screen" if args.screen
-            else "noise_robustness_round3_screen" if args.round3_screen else "noise_robustness")
+            else "noise_robustness_round3_screen" if args.round3_screen
+            else "noise_robustness_round4_screen" if args.round4_screen else "noise_robustness")
     finalist = None
     if args.quick:
         strategies, cells = args.strategies or ["ce", "agreement", "consensus"], [("long_tail", "symmetric", 0.4)]
@@ -450,6 +476,8 @@ def main(argv=None) -> int:
         strategies, cells = args.strategies or SCREEN_STRATEGIES, SCREEN_CELLS
     elif args.round3_screen:
         strategies, cells = args.strategies or (BASELINES + ROUND3 + ROUND3B), ROUND3_SCREEN_CELLS
+    elif args.round4_screen:
+        strategies, cells = args.strategies or (ROUND4_BASELINES + ROUND4), ROUND3_SCREEN_CELLS
     else:
         finalists = args.finalists
         if finalists is None:
@@ -457,11 +485,11 @@ def main(argv=None) -> int:
             finalists = [screen["meta"]["finalist"]]
         strategies = args.strategies or list(dict.fromkeys(BASELINES + finalists + ROUND2 + ROUND3_FINALISTS))
         cells = [(d, noise, rate) for d in DISTRIBUTIONS for noise, rate in NOISE_SETTINGS]
-    seeds = args.seeds or (1 if args.quick or args.screen or args.round3_screen else 3)
+    seeds = args.seeds or (1 if args.quick or args.screen or args.round3_screen or args.round4_screen else 3)
     # One JSON file per finished run: shards running side by side never write the same file, an
     # interrupted grid keeps what it finished, and a rerun skips it.
     # The round-3 screen shares the full grid's runs (its seed-0 baselines are the same runs).
-    runs_dir = out / ("noise_robustness_runs" if args.round3_screen else f"{stem}_runs")
+    runs_dir = out / ("noise_robustness_runs" if args.round3_screen or args.round4_screen else f"{stem}_runs")
     if args.quick and runs_dir.is_dir():
         for old in runs_dir.glob("*.json"):
             old.unlink()
@@ -490,7 +518,10 @@ def main(argv=None) -> int:
     if missing:
         print(f"{missing} runs of this grid are not done yet (another shard?); the report covers the finished ones")
     summary = summarise(rows)
-    if not (args.quick or args.screen or args.round3_screen):
+    if args.round4_screen:
+        summary = with_auto_la(summary)
+        five_summary = []
+    elif not (args.quick or args.screen or args.round3_screen):
         summary = with_auto_la(summary)
         # The 5-seed re-run (seeds 3 and 4) of FIVE_SEED_RULES on the cells it ran.
         every = [json.loads(f.read_text()) for f in sorted(runs_dir.glob("*.json"))]
@@ -499,7 +530,9 @@ def main(argv=None) -> int:
         five_summary = with_auto_la(summarise(five)) if five else []
     else:
         five_summary = []
-    if args.round3_screen:
+    if args.round4_screen:
+        finalist = pick_finalist(summary, [s for s in strategies if s in ROUND4], count=2)
+    elif args.round3_screen:
         finalist = pick_finalist(summary, [s for s in strategies if s in ROUND3], count=2)
         best_3b = pick_finalist(summary, [s for s in strategies if s in ROUND3B], count=2)[:1]
         if best_3b:

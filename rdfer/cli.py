@@ -37,7 +37,8 @@ def _cmd_backbones(args) -> int:
 # rdfer.losses.ALL_STRATEGIES and TrainConfig.strategy, spelt out so that parsing needs no torch
 # import (tests/test_robust_losses.py checks they agree).
 _STRATEGIES = ("ce", "bigloss_up", "bigloss_down", "hard_up", "noisy_down", "agreement", "gce", "class_small_loss",
-               "vote_small_loss", "hard_disagree", "consensus", "clip_vote", "elr", "clip_correct", "mixture")
+               "vote_small_loss", "hard_disagree", "consensus", "clip_vote", "elr", "clip_correct", "mixture",
+               "agreement_gmm", "coteaching", "dividemix")
 _DEFAULT_STRATEGY = "agreement"
 
 _DATASETS = ("synthetic", "dfew", "ferv39k", "csv", "packed", "webdataset")  # = rdfer.engine.datasets.DATASETS
@@ -142,10 +143,17 @@ def _add_train(sub) -> None:
                    help="loss reweighting: the paper's Table IV (ce, bigloss_up, bigloss_down = the small-loss "
                    "trick, hard_up, noisy_down, agreement = the paper's rule), a robust rule (gce, "
                    "class_small_loss, vote_small_loss, hard_disagree, consensus, clip_vote) or a label-correcting "
-                   "rule (elr, clip_correct, mixture); default " + _DEFAULT_STRATEGY)
+                   "rule (elr, clip_correct, mixture), a learnt clean / hard / noisy split (agreement_gmm) or two "
+                   "networks trained crosswise (coteaching, dividemix: both saved in one model, averaged at "
+                   "inference); default " + _DEFAULT_STRATEGY)
     l.add_argument("--strategy-option", dest="strategy_option", action="append", type=_parse_model_option,
                    metavar="KEY=VALUE", help="an option of the rule, repeatable: elr: lam=3, beta=0.7, source=clips; "
-                   "clip_correct: min_confidence=0.5; mixture: temperature=0.5, threshold=0.5, min_class_size=8")
+                   "clip_correct: min_confidence=0.5; mixture: temperature=0.5, threshold=0.5, min_class_size=8; agreement_gmm: "
+                   "threshold=0.5; coteaching: forget_rate=0.2, num_gradual=3, plus=false; dividemix: divide=loss "
+                   "(or agreement_gmm), p_threshold=0.5, alpha=4, lambda_u=25, rampup_epochs=5, confidence_penalty=1")
+    l.add_argument("--mixup", type=float, metavar="ALPHA",
+                   help="mixup on the video batch with any rule: inputs and targets mixed by Beta(ALPHA, ALPHA) "
+                   "(0: off, the default)")
     l.add_argument("--agree-min", type=float, help="agreement from which clips count as agreeing (0.75; robust rules)")
     l.add_argument("--memory-momentum", type=float, help="history of each sample's loss/agreement across epochs, 0 = latest only")
     l.add_argument("--gce-q", type=float, help="q of the generalized cross-entropy (0.7; strategy gce)")

@@ -340,7 +340,8 @@ def _from_config(file: Path, builder, *args: Any, **kwargs: Any) -> nn.Module:
                               f"({' '.join(str(err).split())}); it may come from another rdfer version") from None
 
 
-def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu", backbone: Optional[nn.Module] = None) -> nn.Module:
+def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu", backbone: Optional[nn.Module] = None,
+               network: str = "average") -> nn.Module:
     """Rebuild an RDFER model from a checkpoint written by rdfer (file or run folder).
 
     Args:
@@ -351,17 +352,41 @@ def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu", b
         map_location: device for the weights.
         backbone: the backbone module, needed only when the model wrapped a custom module
             (not a registry name), which a checkpoint cannot rebuild by itself.
+        network: for a pair of networks (trained by ``coteaching`` or ``dividemix``): ``"average"``
+            (default, both networks, twice the inference cost), ``"first"`` or ``"second"``
+            (one network); ignored for a single network.
     """
+    file = _model_file(path)
+    # The weights come from the file: the model is built with pretrained weights off, whatever a
+    # (crafted) config says, so loading a checkpoint never downloads anything (_build_from_config).
+    config = dict(read_model_config(file))
+    networks = config.pop("networks", 1)
+    if networks not in (1, 2):
+        raise CheckpointError(f"{file}: its stored model config says networks={networks!r}; rdfer builds 1 or 2")
+    model = _build_from_config(file, config, backbone)
+    if networks == 2:  # a pair trained by a two-network rule: the same architecture twice, in one file
+        from ..model.pair import NetworkPair
+
+        model = NetworkPair(model, _build_from_config(file, config, backbone), use=network)
+    load_weights(model, file, map_location)
+    # How the training data was loaded (T, frame size, class names), when the trainer wrote it.
+    try:
+        data = json.loads(read_metadata(file).get("rdfer_data", "{}"))
+    except ValueError as err:
+        raise CheckpointError(f"{file}: the stored data settings (rdfer_data) are not JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{file}: the stored data settings (rdfer_data) are not a mapping")
+    model.data_config = data
+    return model.to(map_location)
+
+
+def _build_from_config(file: Path, config: Dict[str, Any], backbone: Optional[nn.Module]) -> nn.Module:
+    """One network from a stored model config (``networks`` removed)."""
     from ..model.frame_baseline import ARCHITECTURE as FRAME_BASELINE
     from ..model.frame_baseline import wrap_frame_baseline
     from ..model.rdfer import wrap_with_rdfer
 
-    file = _model_file(path)
-    config = dict(read_model_config(file))
-    config.pop("preset", None)
-    # The weights come from the file: the model is built with pretrained weights off, whatever a
-    # (crafted) config says, so loading a checkpoint never downloads anything.
-    config.pop("pretrained", None)
+    config = {k: v for k, v in config.items() if k not in ("networks", "preset", "pretrained")}  # pretrained: off
     for key in ("backbone_kwargs", "detector_kwargs"):
         if isinstance(config.get(key), dict):
             config[key] = {k: v for k, v in config[key].items() if k != "pretrained"}
@@ -387,16 +412,7 @@ def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu", b
             detector_kwargs=detector_kwargs,
             **config,
         )
-    load_weights(model, file, map_location)
-    # How the training data was loaded (T, frame size, class names), when the trainer wrote it.
-    try:
-        data = json.loads(read_metadata(file).get("rdfer_data", "{}"))
-    except ValueError as err:
-        raise CheckpointError(f"{file}: the stored data settings (rdfer_data) are not JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{file}: the stored data settings (rdfer_data) are not a mapping")
-    model.data_config = data
-    return model.to(map_location)
+    return model
 
 
 def load_weights(model: nn.Module, path: PathLike, map_location: Union[str, torch.device] = "cpu") -> nn.Module:
@@ -411,6 +427,8 @@ def load_weights(model: nn.Module, path: PathLike, map_location: Union[str, torc
     keys = ("architecture", "backbone", "num_classes", "n_clips", "clip_len", "d_model", "resample", "summary", "sequence_model", "fusion",
             "locator", "frame_head")
     diffs = [f"{k}: checkpoint {stored.get(k)!r} vs model {own.get(k)!r}" for k in keys if k in own and stored.get(k) != own.get(k)]
+    if stored.get("networks", 1) != own.get("networks", 1):
+        diffs.append(f"networks: checkpoint {stored.get('networks', 1)} vs model {own.get('networks', 1)}")
     if diffs:
         raise CheckpointError(f"{file} belongs to another model: " + "; ".join(diffs))
     try:

@@ -173,6 +173,7 @@ OPTION_RANGES: Dict[str, Range] = {
     "eval_test_every": Range(0, integer=True),
     "max_bad_steps": Range(1, integer=True),
     "scale_jitter": Range(0.0, 1.0),  # 1: zoom factors in [1/2, 2]
+    "mixup": Range(0.0, 100.0),  # Beta(alpha, alpha); 0: off
     "stop_after": Range(1, integer=True, optional=True),
 }
 
@@ -241,6 +242,7 @@ class TrainConfig:
     gce_q: float = 0.7  # strategy gce
     noisy_max: float = 0.5  # strategy clip_vote: largest share flagged NOISY
     noisy_class_guard: float = 0.0  # NOISY only for labels of classes recognised at least this well (issue 28)
+    mixup: float = 0.0  # alpha of mixup on the video batch, with any rule (0: off)
     # tau of the logit-adjusted loss (0: off, the paper's loss); "auto" (default since issue 23): 1
     # when the training labels are imbalanced (largest / smallest class >= IMBALANCE_RATIO), else 0
     logit_adjustment: Union[float, str] = "auto"

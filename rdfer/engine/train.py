@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, WeightedRandomSampler
 
 from ..data.webdataset import batch_videos
-from ..losses import HARD, NOISY, AgreementLoss
+from ..losses import HARD, NOISY, AgreementLoss, PairLoss, create_strategy
+from ..model.pair import NetworkPair
 from ..model.rdfer import RDFER, wrap_with_rdfer
 from ..registry import create_model
 from .checkpoint import (
@@ -319,8 +320,12 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
                           else (train_full, None))
 
     seed_everything(cfg.seed)
+    networks = create_strategy(cfg.strategy, **cfg.strategy_options).networks
     try:
-        model = build_model(cfg, num_classes).to(device)
+        model = build_model(cfg, num_classes)
+        if networks == 2:  # a two-network rule: a second network of the same kind, its own initial weights
+            model = NetworkPair(model, build_model(cfg, num_classes))
+        model = model.to(device)
     except TypeError as err:  # an option the model does not take: the user's --model-option
         if "unknown options" not in str(err) and "unexpected keyword" not in str(err):
             raise
@@ -336,8 +341,8 @@ def _train(cfg: TrainConfig, dist_info: DistInfo) -> Dict[str, Any]:
         ratio = f"{float(present.max() / present.min()):.1f}x the smallest" if not empty else "some classes empty"
         print(f"imbalanced training labels (largest class {ratio}): logit adjustment on, tau {tau:g} "
               f"(--logit-adjustment 0 turns it off)", flush=True)
-    criterion = AgreementLoss(
-        num_samples=len(train_full), t_hard=cfg.t_hard, t_noisy=cfg.t_noisy, lambda_hard=cfg.lambda_hard,
+    criterion = (PairLoss if networks == 2 else AgreementLoss)(
+        num_samples=len(train_full), mixup=cfg.mixup, t_hard=cfg.t_hard, t_noisy=cfg.t_noisy, lambda_hard=cfg.lambda_hard,
         lambda_noisy=cfg.lambda_noisy, label_smoothing=cfg.label_smoothing, aux_weight=cfg.aux_weight,
         scope=cfg.loss_scope, strategy=cfg.strategy, strategy_options=cfg.strategy_options, num_classes=num_classes,
         start_epoch=cfg.effective_start_epoch(),
@@ -682,8 +687,7 @@ def _train_one_epoch(net, model, criterion, optimizer, scheduler, loader, transf
         index = torch.as_tensor(batch["index"])[valid].to(device)
         sync = last_of_group or not hasattr(net, "no_sync")
         with (nullcontext() if sync else net.no_sync()), autocast():
-            out = net(video)
-            loss = criterion(out, target, index)
+            out, loss = criterion.step(net, video, target, index)  # the rule's forward pass(es) and loss
         if not all_agree(bool(torch.isfinite(loss))):
             # Never step on a non-finite loss: the weights stay as they were.
             bad_steps += 1

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .agreement import NOISY, ORDINARY, AgreementStats, agreement_stats
+from .mixing import Mix, draw_mix, mix_inputs
 from .registry import FlagOptions, LossRule, SampleView, create_strategy
 
 __all__ = ["AgreementLoss", "flags_for_strategy"]
@@ -89,6 +90,8 @@ class AgreementLoss(nn.Module):
             ``logits + tau * log(class_prior)``, so the raw logits learn class-balanced scores
             (higher recall on rare classes); 0 (default) is plain CE.
         class_prior: (K,) class frequencies of the training labels (needed by ``logit_adjustment``).
+        mixup: ``alpha`` of mixup on the video batch (0: off): :meth:`step` mixes the inputs and
+            the loss mixes each row's term with its partner's (targets and weights alike).
 
     Call: ``criterion(output, target, index)`` with ``output`` an :class:`~rdfer.RDFEROutput`
     (or anything with ``logits`` (B, K) and ``clip_logits`` (B, n, K)), ``target`` (B,) and
@@ -121,8 +124,12 @@ class AgreementLoss(nn.Module):
         noisy_class_guard: float = 0.0,
         num_classes: Optional[int] = None,
         strategy_options: Optional[Dict[str, Any]] = None,
+        mixup: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= mixup < float("inf"):
+            raise ValueError(f"mixup must be >= 0 (the Beta distribution's alpha; 0: off), got {mixup}")
+        self.mixup = float(mixup)
         if not 0.0 <= noisy_class_guard <= 1.0:
             raise ValueError(f"noisy_class_guard must be in [0, 1], got {noisy_class_guard}")
         # Issue 28: a sample is flagged NOISY only if its labelled class is one the model already
@@ -214,7 +221,30 @@ class AgreementLoss(nn.Module):
             logits = logits + self.logit_offset.to(logits.dtype)
         return self.rule.base_loss(self, logits, target)
 
-    def forward(self, output, target: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def forward(self, output, target: torch.Tensor, index: torch.Tensor, mix: Optional[Mix] = None) -> torch.Tensor:
+        """The batch's loss, a scalar: :meth:`sample_losses` summed over the batch, divided by B."""
+        return self.sample_losses(output, target, index, mix).sum() / target.shape[0]
+
+    def step(self, net: nn.Module, video: torch.Tensor, target: torch.Tensor, index: torch.Tensor):
+        """One training step's forward pass and loss: ``(output, loss)``. With ``mixup`` the
+        inputs are mixed first (:mod:`rdfer.losses.mixing`)."""
+        mix = draw_mix(self.mixup, video.shape[0], video.device)
+        output = net(mix_inputs(video, mix))
+        return output, self(output, target, index, mix)
+
+    @torch.no_grad()
+    def remember(self, output, target: torch.Tensor, index: torch.Tensor) -> AgreementStats:
+        """Record what ``output`` says about the samples ``index`` in the per-sample memory
+        (agreement, confidence, vote, the unsmoothed CE against ``target``) without a loss."""
+        target, index = target.long(), index.long().to(self.mem_stamp.device)
+        stats = agreement_stats(output.clip_logits)
+        plain = F.cross_entropy(output.logits.detach().float(), target, reduction="none")
+        self._remember(index, stats, plain, target, output.clip_logits)
+        return stats
+
+    def sample_losses(self, output, target: torch.Tensor, index: torch.Tensor, mix: Optional[Mix] = None) -> torch.Tensor:
+        """(B,) each sample's weighted loss; remembers the batch. With ``mix`` (the inputs were
+        mixed) each row's term is ``lam * term(own target) + (1 - lam) * term(partner's)``."""
         logits, clip_logits = output.logits, output.clip_logits
         target, index = target.long(), index.long().to(self.mem_stamp.device)
         stats = agreement_stats(clip_logits)
@@ -227,20 +257,32 @@ class AgreementLoss(nn.Module):
         else:
             flags = self._strategy_flags(stats.agreement, plain, stats.confidence, stats.mode_class, target)
         self.last_flags = flags.detach()
+        per_sample = self._term(output, target, index, flags)
+        if mix is not None:
+            partner = mix.perm.to(target.device)
+            # The rule's per-sample regulariser (ELR's running target) is the own sample's only.
+            per_sample = mix.lam * per_sample + (1.0 - mix.lam) * self._term(
+                output, target[partner], index[partner.to(index.device)], flags[partner], regulariser=False)
+        return per_sample
+
+    def _term(self, output, target: torch.Tensor, index: torch.Tensor, flags: torch.Tensor,
+              regulariser: bool = True) -> torch.Tensor:
+        """(B,) the weighted loss of ``output`` against the samples ``index`` (labels ``target``)."""
+        logits, clip_logits = output.logits, output.clip_logits
         w = self.weights.to(logits.dtype)[flags]
         extra_w = self.rule.sample_weights(self, index)
         if extra_w is not None:
             w = w * extra_w.to(device=w.device, dtype=w.dtype)
         goal = self.rule.targets(self, target, index)
         per_sample = self.per_sample_ce(logits, clip_logits, target if goal is None else goal.to(logits.dtype))
-        extra = self.rule.extra_loss(self, logits, clip_logits, index)
+        extra = self.rule.extra_loss(self, logits, clip_logits, index) if regulariser else None
         if extra is not None:
             per_sample = per_sample + extra.to(per_sample.dtype)
         glimpse_logits = getattr(output, "glimpse_logits", None)
         if self.locator_weight and glimpse_logits is not None and glimpse_logits.shape[1] > 0:
             per_sample = per_sample + self.locator_weight * self.locator_loss(glimpse_logits, logits, target,
                                                                               getattr(output, "centres", None))
-        return (w * per_sample).sum() / target.shape[0]
+        return w * per_sample
 
     def locator_loss(self, glimpse_logits: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
                      centres: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .agreement import ORDINARY
+from .mixing import draw_mix, mix_inputs
 
 __all__ = ["SampleView", "FlagOptions", "LossRule", "register_strategy", "list_strategies", "create_strategy",
            "is_strategy", "UnknownStrategyError"]
@@ -59,18 +60,24 @@ class LossRule:
             ``False``: every sample has weight 1 and the flags only report.
         needs_votes: its flags need the clip vote and the labels (``view.mode_class``, ``view.labels``).
         needs_num_classes: it keeps (N, K) per-sample state (the criterion needs ``num_classes``).
+        networks: 1, or 2 for a rule that trains two networks crosswise (``coteaching``,
+            ``dividemix``): the trainer then builds a :class:`~rdfer.model.NetworkPair`, one
+            criterion per network (each with its own memory, in a :class:`~rdfer.losses.PairLoss`)
+            and calls :meth:`pair_step` for every batch.
 
     Hooks (all optional): :meth:`flags` (end of each epoch, on the remembered samples),
     :meth:`setup` (register buffers on the criterion: they are saved in checkpoints),
     :meth:`base_loss` (the per-term loss, CE by default), :meth:`targets` (soft training targets),
     :meth:`sample_weights` (per-sample weights),
-    :meth:`extra_loss` (a per-sample regulariser), :meth:`end_epoch` and :meth:`corrected_labels`.
+    :meth:`extra_loss` (a per-sample regulariser), :meth:`end_epoch`, :meth:`corrected_labels` and,
+    for two networks, :meth:`pair_step`.
     """
 
     name: ClassVar[str] = ""
     reweights: ClassVar[bool] = True
     needs_votes: ClassVar[bool] = False
     needs_num_classes: ClassVar[bool] = False
+    networks: ClassVar[int] = 1
 
     def flags(self, view: SampleView, options: FlagOptions) -> torch.Tensor:
         """(N,) flags for the samples of ``view``; the default flags nothing."""
@@ -104,6 +111,17 @@ class LossRule:
     def corrected_labels(self, criterion) -> torch.Tensor:
         """(N,) the label each training sample is trained toward now (default: the given one)."""
         return criterion.mem_label.clone()
+
+    def pair_step(self, pair, net, video: torch.Tensor, target: torch.Tensor, index: torch.Tensor):
+        """Two networks: one training step, ``(output, loss)``. ``pair`` is the
+        :class:`~rdfer.losses.PairLoss` (``pair.criteria``: one criterion per network), ``net`` the
+        :class:`~rdfer.model.NetworkPair` (under DistributedDataParallel: call it, never its parts);
+        in training mode it returns a :class:`~rdfer.model.PairOutput`. Default: each network
+        learns on its own from its criterion (an ensemble of two)."""
+        first, second = pair.criteria
+        mix = draw_mix(first.mixup, video.shape[0], video.device)
+        out = net(mix_inputs(video, mix))
+        return out, first(out.first, target, index, mix) + second(out.second, target, index, mix)
 
 
 _STRATEGIES: Dict[str, Type[LossRule]] = {}
