@@ -2,6 +2,7 @@
 
     python benchmarks/small_data.py --stage screen   # one seed, every suspect row (issue 28)
     python benchmarks/small_data.py --stage final    # 3 seeds, the rows the protocol keeps
+    python benchmarks/small_data.py --stage noisy    # small and 30% noisy: the default vs the frame baseline
     python benchmarks/small_data.py --quick          # a smoke run of seconds (writes small_data_quick.*)
 
 The setting imitates a small set of posed expression sequences (issue 28's held-out check):
@@ -74,6 +75,7 @@ def _rdfer(base: Dict[str, Any], **changes: Any) -> Dict[str, Any]:
 
 
 SMALL = RECIPES["small"]
+NOISY_30 = dict(noise_rate=0.3, noise="symmetric")
 # row name -> TrainConfig values. Rows of the screen: one suspect each.
 ROWS: Dict[str, Dict[str, Any]] = {
     "frame baseline, paper recipe": {**PAPER_30, **BASELINE},
@@ -114,6 +116,23 @@ ROWS: Dict[str, Dict[str, Any]] = {
     "frame baseline, small recipe, logit adjustment auto": {**SMALL, **BASELINE, "logit_adjustment": "auto"},
     "rdfer, small, frame head + class guard 0.5, logit adjustment auto": _rdfer(
         SMALL, noisy_class_guard=0.5, model_options={"frame_head": True}, logit_adjustment="auto"),
+    # Issue 34 (2026-12-07, before its runs): small *and* noisy, the synthetic stand-in for the
+    # held-out real check under 30% flipped labels: what `rdfer train` runs on such a set (the
+    # small recipe, the default rule, logit adjustment auto) against the frame baseline with the
+    # same recipe, and the round-4 finalists of noise_robustness.py on the same recipe. 30%
+    # symmetric noise in the training labels (validation carve-out included); test labels clean.
+    # Reported; the noise grid, not these rows, chooses the default.
+    "frame baseline, small recipe, logit adjustment auto, 30% noise": {**SMALL, **BASELINE, **NOISY_30,
+                                                                       "logit_adjustment": "auto"},
+    "rdfer default, 30% noise": {**SMALL, **NOISY_30, "logit_adjustment": "auto"},
+    "rdfer, small, coteaching, 30% noise": {**SMALL, **NOISY_30, "logit_adjustment": "auto", "strategy": "coteaching"},
+    "rdfer, small, dividemix, 30% noise": {**SMALL, **NOISY_30, "logit_adjustment": "auto", "strategy": "dividemix"},
+    "rdfer, small, dividemix + agreement_gmm divide, 30% noise": {
+        **SMALL, **NOISY_30, "logit_adjustment": "auto", "strategy": "dividemix",
+        "strategy_options": {"divide": "agreement_gmm"}},
+    "rdfer, small, agreement + mixup, 30% noise": {**SMALL, **NOISY_30, "logit_adjustment": "auto", "mixup": 1.0},
+    "rdfer, small, agreement_gmm, 30% noise": {**SMALL, **NOISY_30, "logit_adjustment": "auto",
+                                               "strategy": "agreement_gmm"},
 }
 STAGES = {
     "screen": list(ROWS),
@@ -126,6 +145,8 @@ STAGES = {
               # issue 23's default (logit adjustment "auto"), both sides
               "frame baseline, small recipe, logit adjustment auto",
               "rdfer, small, frame head + class guard 0.5, logit adjustment auto"],
+    # Issue 34: small and noisy (3 seeds); the finalists' rows are added once the round-4 screen names them.
+    "noisy": ["frame baseline, small recipe, logit adjustment auto, 30% noise", "rdfer default, 30% noise"],
 }
 
 
@@ -217,7 +238,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     rows = args.rows or STAGES[args.stage]
     seeds = args.seeds or (1 if args.stage == "screen" or args.quick else 3)
-    name = "small_data_quick" if args.quick else ("small_data_screen" if args.stage == "screen" else "small_data")
+    name = ("small_data_quick" if args.quick else "small_data_screen" if args.stage == "screen"
+            else "small_data_noisy" if args.stage == "noisy" else "small_data")
     out = Path(args.out)
     runs_dir = out / ("small_data_quick_runs" if args.quick else "small_data_runs")  # the screen's seed 0 is reused
     runs_dir.mkdir(parents=True, exist_ok=True)

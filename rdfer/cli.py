@@ -323,8 +323,17 @@ _CHECKPOINT_HELP = ("model.safetensors, a run folder, a folder laid out as a Hug
                     "hf-hub:ORG/NAME[@REVISION] (from huggingface_hub's cache; downloaded once when missing)")
 
 
+_NETWORK_HELP = ("a model of two networks (trained with coteaching or dividemix): average (default: both, twice the "
+                 "inference cost), first or second (one network); a single-network model ignores it")
+
+
+def _add_network_arg(p) -> None:
+    p.add_argument("--network", choices=("average", "first", "second"), help=_NETWORK_HELP)
+
+
 def _add_checkpoint_dataset_args(p, default_split: str) -> None:
     p.add_argument("--checkpoint", required=True, help=_CHECKPOINT_HELP)
+    _add_network_arg(p)
     _add_dataset_args(p)
     # What training fixed comes from the checkpoint (_inference_setup): say so in --help.
     trained = {"num_frames": "frames loaded per video, T (default: as trained, from the checkpoint; another value "
@@ -374,7 +383,7 @@ def _inference_setup(args, default_split: str, what: str):
     warning = check_data_against_checkpoint(trained, dataset, classes, f"the {cfg.dataset} {split} split")
     if warning:
         print(f"rdfer: warning: {warning}", file=sys.stderr, flush=True)
-    model = load_model(args.checkpoint, map_location=info.device)
+    model = load_model(args.checkpoint, map_location=info.device, network=getattr(args, "network", None) or "average")
     if model.num_classes != len(classes):
         raise SystemExit(f"{args.checkpoint} predicts {model.num_classes} classes but the dataset has {len(classes)}")
     if getattr(args, "tta", False):
@@ -485,6 +494,7 @@ def _cmd_analyze(args) -> int:
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
     p.add_argument("--checkpoint", required=True, help=_CHECKPOINT_HELP)
+    _add_network_arg(p)
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="onnx (default) or torchscript")
     p.add_argument("--output", help="output file (default: model.onnx / model.pt next to the checkpoint)")
     p.add_argument("--num-frames", type=int, help="T of the exported input (default: as trained, from the "
@@ -508,7 +518,7 @@ def _cmd_export(args) -> int:
     t, size = (16 if t is None else t), (112 if size is None else size)
     if t < 1 or size < 1:
         raise SystemExit(f"--num-frames and --image-size must be >= 1, got {t} and {size}")
-    model = load_model(args.checkpoint)
+    model = load_model(args.checkpoint, network=args.network or "average")
     default = default_output_home(args.checkpoint) / ("model.onnx" if args.format == "onnx" else "model.torchscript.pt")
     path = export_model(model, args.output or default, args.format, num_frames=t, image_size=size)
     print(f"exported {args.format} for input (B, 3, {t}, {size}, {size}) -> {path}")
@@ -568,6 +578,7 @@ def _add_predict(sub) -> None:
                    "0.jpg, 1.jpg, ..., 10.jpg: numeric order; no frame rate, so no key window in seconds); URLs are "
                    "refused (rdfer works offline: download the video first)")
     p.add_argument("--checkpoint", required=True, help=_CHECKPOINT_HELP)
+    _add_network_arg(p)
     p.add_argument("--no-detect", action="store_true", help="the videos are already cropped to the face")
     p.add_argument("--detect-stride", type=int, default=8,
                    help="detect on every n-th frame and interpolate the rest; on a box jump or a face appearing or "
@@ -603,7 +614,7 @@ def _cmd_predict(args) -> int:
     from .engine.datasets import trained_data_config
 
     trained_data_config(args.checkpoint)  # frames, size and class names come from here: refuse malformed ones first
-    model = load_model(args.checkpoint, map_location=args.device).eval()
+    model = load_model(args.checkpoint, map_location=args.device, network=args.network or "average").eval()
     if args.tta:
         from .inference.tta import with_tta
 

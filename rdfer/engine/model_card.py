@@ -58,12 +58,18 @@ _RULES = {
                     "their consensus (NOISY: a report, no sample reweighted)",
     "mixture": "a two-component mixture on each class's losses splits clean from noisy videos; noisy ones are "
                "trained toward the clips' sharpened consensus (NOISY: a report, no sample reweighted)",
+    "agreement_gmm": "a three-component mixture on each class's (loss, clip agreement against the label) learns "
+                     "which videos are clean, HARD (learnt more) and NOISY (learnt less)",
+    "coteaching": "two networks, each trained on the other's small-loss share of every batch (Co-teaching)",
+    "dividemix": "two networks; each divides the training videos into labelled (probably clean) and unlabelled "
+                 "(probably wrong labels) for the other, which learns with refined labels, co-guessed labels and "
+                 "mixup (DivideMix)",
 }
 #: Rules whose flags choose each video's weight (from the start epoch on).
 _REWEIGHTING = {"bigloss_up", "bigloss_down", "hard_up", "noisy_down", "agreement", "class_small_loss",
-                "vote_small_loss", "hard_disagree", "consensus", "clip_vote"}
+                "vote_small_loss", "hard_disagree", "consensus", "clip_vote", "agreement_gmm"}
 #: Rules whose training targets change from the start epoch on.
-_CORRECTING = {"clip_correct", "mixture"}
+_CORRECTING = {"clip_correct", "mixture", "dividemix"}
 #: Rules that act only from the start epoch (``--start-epoch``, else ``--warmup-epochs``) on.
 RULES_WITH_START_EPOCH = frozenset(_REWEIGHTING | _CORRECTING)
 
@@ -77,7 +83,7 @@ def _uses_clips(rule: str, options: Dict[str, Any]) -> bool:
     consensus); ce, gce, the big-loss rules and class_small_loss read only the losses."""
     if rule == "elr":
         return options.get("source") == "clips"
-    return rule not in ("ce", "gce", "bigloss_up", "bigloss_down", "class_small_loss")
+    return rule not in ("ce", "gce", "bigloss_up", "bigloss_down", "class_small_loss", "coteaching")
 
 
 def _percent(x: Optional[float]) -> str:
@@ -139,6 +145,10 @@ def card_metadata(results: Dict[str, Any], cfg: Dict[str, Any], name: str) -> Di
 def _model_line(model: Dict[str, Any], cfg: Dict[str, Any]) -> str:
     what = model.get("preset") or cfg.get("model") or (f"rdfer around {model.get('backbone')}" if model.get("backbone")
                                                         else "rdfer")
+    if model.get("networks") == 2:
+        pair = ("two networks of this kind, trained crosswise, saved together; at inference their logits are "
+                "averaged (twice the cost of one; `--network first` uses one)")
+        return _model_line({k: v for k, v in model.items() if k != "networks"}, cfg) + f"; {pair}"
     if model.get("architecture") == "frame_baseline":
         return f"`{what}`: the frame baseline (backbone `{model.get('backbone')}` per frame, logits averaged; no rdfer)"
     return f"`{what}` (backbone `{model.get('backbone')}`, {model.get('n_clips', '?')} clips of {model.get('clip_len', '?')} frames)"
@@ -226,7 +236,8 @@ def _recipe_rows(cfg: Dict[str, Any], results: Dict[str, Any], model: Dict[str, 
                                                   if (cfg.get("accum_steps") or 1) > 1 else "")],
         ["label smoothing", str(cfg.get("label_smoothing"))],
         ["augmentation", ("on" if cfg.get("augment", True) else "off")
-         + (f", scale jitter {cfg['scale_jitter']}" if cfg.get("scale_jitter") else "")],
+         + (f", scale jitter {cfg['scale_jitter']}" if cfg.get("scale_jitter") else "")
+         + (f", mixup (alpha {cfg['mixup']})" if cfg.get("mixup") else "")],
         # A weights file by its name only: its folders would publish the user's name and layout.
         ["pretrained backbone", os.path.basename(str(cfg["pretrained"])) if isinstance(cfg.get("pretrained"), str)
                                 else str(cfg.get("pretrained") or "no")],

@@ -123,20 +123,7 @@ class DivideMix(LossRule):
             guess = net(video)
         for criterion, o in zip(pair.criteria, guess):
             criterion.remember(o, target, index)
-        probs = [view_probabilities(o) for o in guess]
-        co_guess = sharpen((probs[0] + probs[1]) / 2, self.temperature)
-        label = F.one_hot(target.long(), first.num_classes).float()
-        rows = index.long().to(first.mem_stamp.device)
-        goals, labelled, weight = [], [], []
-        for k, own in enumerate(pair.criteria):
-            other = pair.criteria[1 - k]  # co-divide: network k learns from the other's division
-            w = other.labelled_prob[rows].to(label.device).unsqueeze(1)
-            refined = sharpen(w * label + (1 - w) * probs[k], self.temperature)
-            is_labelled = w.squeeze(1) > self.p_threshold
-            goals.append(torch.where(is_labelled.unsqueeze(1), refined, co_guess))
-            labelled.append(is_labelled)
-            hard = is_labelled & (other.hard_prob[rows].to(label.device) > 0.5)
-            weight.append(torch.where(hard, own.weights[HARD].to(label.dtype), 1.0))
+        goals, labelled, weight = self.division_targets(pair, [view_probabilities(o) for o in guess], target, index)
         mix = draw_mix(first.mixup or self.alpha, video.shape[0], video.device)
         out = net(mix_inputs(video, mix))
         ramp = min(1.0, (epoch - first.start_epoch + 1) / self.rampup_epochs)
@@ -155,6 +142,29 @@ class DivideMix(LossRule):
                 + self.lambda_u * ramp * unsup[~lab].sum() / (~lab).sum().clamp_min(1) \
                 + _prior_penalty(o.logits, own)
         return out, loss
+
+    @torch.no_grad()
+    def division_targets(self, pair, probs, target: torch.Tensor, index: torch.Tensor):
+        """For each network k, from the *other* network's division of the samples ``index``: the
+        (B, K) training targets (labelled: ``sharpen(w * onehot(label) + (1 - w) * probs[k])``, w the
+        other's clean probability; unlabelled: ``sharpen(mean(probs))``), which rows are labelled
+        (w > ``p_threshold``) and the (B,) row weights (``lambda_hard`` for the other's hard group).
+        ``probs``: each network's (B, K) prediction on the un-mixed batch."""
+        first = pair.criteria[0]
+        co_guess = sharpen((probs[0] + probs[1]) / 2, self.temperature)
+        label = F.one_hot(target.long(), first.num_classes).float().to(probs[0].device)
+        rows = index.long().to(first.mem_stamp.device)
+        goals, labelled, weight = [], [], []
+        for k, own in enumerate(pair.criteria):
+            other = pair.criteria[1 - k]  # co-divide: network k learns from the other's division
+            w = other.labelled_prob[rows].to(label.device).unsqueeze(1)
+            refined = sharpen(w * label + (1 - w) * probs[k], self.temperature)
+            is_labelled = w.squeeze(1) > self.p_threshold
+            goals.append(torch.where(is_labelled.unsqueeze(1), refined, co_guess))
+            labelled.append(is_labelled)
+            hard = is_labelled & (other.hard_prob[rows].to(label.device) > 0.5)
+            weight.append(torch.where(hard, own.weights[HARD].to(label.device, label.dtype), 1.0))
+        return goals, labelled, weight
 
 
 def _negative_entropy(logits: torch.Tensor) -> torch.Tensor:
