@@ -124,15 +124,18 @@ ROWS: Dict[str, Dict[str, Any]] = {
     # Reported; the noise grid, not these rows, chooses the default.
     "frame baseline, small recipe, logit adjustment auto, 30% noise": {**SMALL, **BASELINE, **NOISY_30,
                                                                        "logit_adjustment": "auto"},
-    "rdfer default, 30% noise": {**SMALL, **NOISY_30, "logit_adjustment": "auto"},
+    "rdfer, small, agreement, 30% noise": {**SMALL, **NOISY_30, "logit_adjustment": "auto", "strategy": "agreement"},
     "rdfer, small, coteaching, 30% noise": {**SMALL, **NOISY_30, "logit_adjustment": "auto", "strategy": "coteaching"},
     "rdfer, small, dividemix, 30% noise": {**SMALL, **NOISY_30, "logit_adjustment": "auto", "strategy": "dividemix"},
     "rdfer, small, dividemix + agreement_gmm divide, 30% noise": {
         **SMALL, **NOISY_30, "logit_adjustment": "auto", "strategy": "dividemix",
         "strategy_options": {"divide": "agreement_gmm"}},
-    "rdfer, small, agreement + mixup, 30% noise": {**SMALL, **NOISY_30, "logit_adjustment": "auto", "mixup": 1.0},
+    "rdfer, small, agreement + mixup, 30% noise": {**SMALL, **NOISY_30, "logit_adjustment": "auto", "strategy": "agreement",
+                                                  "mixup": 1.0},
     "rdfer, small, agreement_gmm, 30% noise": {**SMALL, **NOISY_30, "logit_adjustment": "auto",
                                                "strategy": "agreement_gmm"},
+    "rdfer, small, ce + mixup, 30% noise": {**SMALL, **NOISY_30, "logit_adjustment": "auto", "strategy": "ce",
+                                            "mixup": 1.0},
 }
 STAGES = {
     "screen": list(ROWS),
@@ -145,8 +148,10 @@ STAGES = {
               # issue 23's default (logit adjustment "auto"), both sides
               "frame baseline, small recipe, logit adjustment auto",
               "rdfer, small, frame head + class guard 0.5, logit adjustment auto"],
-    # Issue 34: small and noisy (3 seeds); the finalists' rows are added once the round-4 screen names them.
-    "noisy": ["frame baseline, small recipe, logit adjustment auto, 30% noise", "rdfer default, 30% noise"],
+    # Issue 34: small and noisy (3 seeds): the frame baseline, rdfer's default and the round-4
+    # finalists of noise_robustness.py (coteaching, ce + mixup; named by its screen on 2026-12-07).
+    "noisy": ["frame baseline, small recipe, logit adjustment auto, 30% noise", "rdfer, small, agreement, 30% noise",
+              "rdfer, small, coteaching, 30% noise", "rdfer, small, ce + mixup, 30% noise"],
 }
 
 
@@ -204,7 +209,10 @@ def to_markdown(summary: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
             return "-"
         return f"{100 * e[key]:.1f}" + (f" ± {100 * e[key + '_std']:.1f}" if e["seeds"] > 1 else "")
 
-    lines = [f"# Small static sets: rdfer vs the frame baseline ({meta['stage']})", "",
+    noisy = meta["stage"] == "noisy"
+    title = ("Small and noisy sets: rdfer vs the frame baseline, 30% symmetric label noise" if noisy
+             else f"Small static sets: rdfer vs the frame baseline ({meta['stage']})")
+    lines = [f"# {title}", "",
              f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}, torch {meta['torch']}, {meta['date']}  ",
              f"Data: {meta['data']}", "",
              "| row | seeds | train WAR | train UAR | val WAR | val UAR | test WAR | test UAR | s/run |",
@@ -214,11 +222,18 @@ def to_markdown(summary: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
                      f"{pm(e, 'val_uar')} | {pm(e, 'test_war')} | {pm(e, 'test_uar')} | {e['seconds']:.0f} |")
     if meta.get("not_run"):
         lines += ["", "Not run (yet): " + "; ".join(meta["not_run"]) + "."]
-    lines += ["", "rdfer rows: `rdfer_small` with the paper's model and rule (`frame_head=False`, "
+    if noisy:
+        lines += ["", "Every row: the `small` recipe (what `rdfer train` picks for sets under 2000 videos: 30 epochs, "
+                  "1 warm-up, batch 16, lr 1e-3, frame head, class guard 0.5) with `--logit-adjustment auto`, 30% of "
+                  "the training labels (validation carve-out included) flipped at random; test labels clean. "
+                  "Each rdfer row names its rule (`agreement` was the default before 0.1.0). Frame baseline: the same backbone "
+                  "per frame, plain CE. Train WAR/UAR: against the noisy training labels. s/run: wall time."]
+    else:
+        lines += ["", "rdfer rows: `rdfer_small` with the paper's model and rule (`frame_head=False`, "
               "`noisy_class_guard=0`) unless the row says otherwise; frame head + class guard is what "
               "`--recipe small` turns on (issue 28). Frame baseline: the same backbone per frame, plain CE. "
-              "s/run: wall time; other jobs shared the 2 cores during some runs (the 150-912 s ones).",
-              "", "Train: the final model on its training videos (validation carve-out excluded) in evaluation "
+              "s/run: wall time; other jobs shared the 2 cores during some runs (the 150-912 s ones)."]
+    lines += ["", "Train: the final model on its training videos (validation carve-out excluded) in evaluation "
               "mode. Val: the 20% carve-out, last epoch. Test: 300 clean videos, last epoch (no selection on test)."]
     return "\n".join(lines) + "\n"
 

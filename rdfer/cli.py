@@ -811,7 +811,7 @@ def _add_publish(sub) -> None:
 
 
 def _cmd_publish(args) -> int:
-    from .engine.hub import publish
+    from .engine.publish import publish
 
     publish(args.run_dir, args.repo, revision=args.revision, private=args.private, dry_run=args.dry_run)
     return 0

@@ -11,6 +11,11 @@ The feel follows ``timm.create_model`` / ``torchvision.models.get_model``::
 Families: a registry can also route a whole name prefix to one factory (``timm/<name>`` builds
 any timm image model as a frame encoder). Family members are listed as ``"timm/*"`` in the plain
 listing and expanded when a pattern names the prefix (``list_backbones("timm/resnet*")``).
+
+Lazy entries: the built-in backbones are known by name before their modules are imported
+(:meth:`Registry.register_lazy`); a module is imported when one of its names is built, so
+listing names or building ``tiny_cnn`` never imports torchvision's model zoo, timm or
+pytorchvideo.
 """
 
 from __future__ import annotations
@@ -54,6 +59,26 @@ class Registry:
         self._factories: Dict[str, Callable[..., nn.Module]] = {}
         # prefix -> (factory(member_name, **kw), lister(pattern) -> member names)
         self._families: Dict[str, tuple] = {}
+        # name (or family prefix ending in "/") -> the module whose import registers it
+        self._lazy: Dict[str, str] = {}
+
+    def register_lazy(self, names: Iterable[str], module: str) -> None:
+        """Known names whose factories ``module`` registers when imported (on first use).
+        A name ending in ``/`` is a family prefix."""
+        for name in names:
+            if name not in self._factories and name not in self._families:
+                self._lazy[name] = module
+
+    def _load(self, name: str) -> None:
+        """Import the module that registers ``name`` (an exact lazy name or a lazy family's member)."""
+        module = self._lazy.get(name) or next((m for p, m in self._lazy.items()
+                                               if p.endswith("/") and name.startswith(p)), None)
+        if module is not None:
+            import importlib
+
+            importlib.import_module(module)
+            for key in [k for k, m in self._lazy.items() if m == module]:
+                self._lazy.pop(key)  # the module registered what it has; nothing left to load
 
     def register(self, name: str) -> Callable[[F], F]:
         """Decorator: register ``fn`` under ``name``. Re-registering a name is an error."""
@@ -62,6 +87,7 @@ class Registry:
             if name in self._factories:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._factories[name] = fn
+            self._lazy.pop(name, None)
             return fn
 
         return decorator
@@ -74,15 +100,23 @@ class Registry:
     ) -> None:
         """Route every name ``prefix + member`` to ``factory(member, **kwargs)``."""
         self._families[prefix] = (factory, lister)
+        self._lazy.pop(prefix, None)
 
     def __contains__(self, name: str) -> bool:
-        return name in self._factories or any(name.startswith(p) and len(name) > len(p) for p in self._families)
+        if name in self._factories or (name in self._lazy and not name.endswith("/")):
+            return True
+        prefixes = list(self._families) + [p for p in self._lazy if p.endswith("/")]
+        return any(name.startswith(p) and len(name) > len(p) for p in prefixes)
 
     def check(self, name: str) -> None:
         """Raise :class:`UnknownNameError` (close matches, or the names when they are few) unless
         ``name`` can be created. A family member (``timm/<name>``) is looked up in its family's list."""
         if isinstance(name, str) and name in self._factories:
             return
+        if isinstance(name, str) and name in self._lazy and not name.endswith("/"):
+            return  # a built-in name, known without importing its module
+        if isinstance(name, str):
+            self._load(name)  # a lazy family's member: its lister needs the module
         for prefix, (_, lister) in self._families.items():
             if isinstance(name, str) and name.startswith(prefix) and len(name) > len(prefix):
                 member = name[len(prefix):]
@@ -100,6 +134,7 @@ class Registry:
         raise UnknownNameError(f"Unknown {self.kind} {name!r}.{hint} {known}")
 
     def create(self, name: str, **kwargs) -> nn.Module:
+        self._load(name)
         if name in self._factories:
             return self._factories[name](**kwargs)
         for prefix, (factory, _) in self._families.items():
@@ -109,7 +144,10 @@ class Registry:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def list(self, pattern: Optional[str] = None) -> List[str]:
-        names = set(self._factories)
+        if pattern is not None:
+            self._load(pattern)  # "timm/res*" lists timm's models: its module is needed
+        names = set(self._factories) | {n for n in self._lazy if not n.endswith("/")}
+        names.update(p + "*" for p in self._lazy if p.endswith("/"))
         for prefix, (_, lister) in self._families.items():
             if pattern is not None and pattern.startswith(prefix):
                 names.update(prefix + m for m in lister(pattern[len(prefix):]))
@@ -134,8 +172,9 @@ def register_backbone(name: str) -> Callable[[F], F]:
 
 
 def _ensure_builtin_backbones() -> None:
-    # The built-in families register themselves on import; import lazily so that
-    # `import rdfer.registry` alone stays cheap and free of cycles.
+    # The built-in names are declared (lazily) by rdfer.backbones; each family's module is
+    # imported when one of its names is built. Imported here so that `import rdfer.registry`
+    # alone stays cheap and free of cycles.
     import rdfer.backbones  # noqa: F401
 
 

@@ -293,3 +293,17 @@ def test_raw_videos_quick(tmp_path):
     md = (tmp_path / "raw_videos_quick.md").read_text()
     assert "| scale jitter | 1. recorded framing (the fix) |" in md and decision["scale_jitter"]["verdict"] in md
     assert md in proc.stdout
+
+
+def test_startup_quick(tmp_path):
+    _run("startup.py", tmp_path)
+    result = json.loads((tmp_path / "startup_quick.json").read_text())
+    assert "--quick" in result["command"] and result["rounds"] == 2 and result["quick"] is True
+    assert not (tmp_path / "startup.json").exists()  # --quick never takes the committed results' name
+    summary = result["summary"]
+    assert set(summary) == {"import_torch", "version", "train_help", "predict_first_output", "train_first_output"}
+    assert summary["import_torch"]["ratio_to_import_torch"] == 1.0
+    # `rdfer --version` imports no torch (tests/test_startup.py): it must beat a program that does.
+    assert summary["version"]["ratio_to_import_torch"] < 1.0
+    assert all(len(runs) == 2 for runs in result["times"].values())
+    assert "| `rdfer --version` |" in (tmp_path / "startup_quick.md").read_text()

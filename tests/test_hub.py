@@ -18,7 +18,8 @@ import rdfer
 from conftest import tiny_config
 from rdfer.cli import main
 from rdfer.engine.checkpoint import CheckpointError
-from rdfer.engine.hub import HubModelUnavailable, PublishError, publish, stage_for_hub
+from rdfer.engine.hub import HubModelUnavailable
+from rdfer.engine.publish import PublishError, publish, stage_for_hub
 from rdfer.engine.model_card import MARKER, model_card_text, write_model_card
 from rdfer.engine.rundir import RunFolderError, prepare_run_folder
 
@@ -234,7 +235,7 @@ def test_publish_needs_a_finished_run_a_token_and_the_network(trained_run, tmp_p
     assert err == ["rdfer: error: HF_HUB_OFFLINE is set: nothing was uploaded to org/name; unset it to publish, or "
                    "stage the upload with --dry-run DIR and upload DIR later (`hf upload org/name DIR`)"]
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr("rdfer.engine.hub._token", lambda: None)
+    monkeypatch.setattr("rdfer.engine.publish._token", lambda: None)
     with pytest.raises(PublishError, match=r"^no Hugging Face token: nothing was uploaded to org/name; set HF_TOKEN"):
         publish(run, "org/name")
 
@@ -264,7 +265,7 @@ def test_publish_uploads_the_staged_folder_in_one_commit(trained_run, tmp_path, 
             assert "hf-hub:org/name" in files["README.md"].decode()
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr("rdfer.engine.hub._token", lambda: "hf_test")
+    monkeypatch.setattr("rdfer.engine.publish._token", lambda: "hf_test")
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     assert publish(run, "org/name", revision="v1", private=True, say=lambda _: None) == "https://huggingface.co/org/name"
     assert calls == [("init", "hf_test"), ("create_repo", "org/name", True, True), ("create_branch", "org/name", "v1"),

@@ -298,3 +298,17 @@ def test_dividemix_under_torchrun(tmp_path):
     # Both processes' memories were merged: every training video has a row.
     assert len((out / "train_flags.csv").read_text().splitlines()) == 33
     assert json.loads((out / "results.json").read_text())["test_last_epoch"]["num_samples"] == 16
+
+
+def test_bad_mixup_and_rule_options_are_one_line_errors(tmp_path, capsys):
+    from rdfer.cli import main
+
+    for args, message in ((["--mixup", "-1"], "--mixup"), (["--strategy", "coteaching", "--strategy-option",
+                                                           "forget_rate=1.5"], "forget_rate must be in [0, 1)"),
+                          (["--strategy", "dividemix", "--strategy-option", "divide=votes"], "divide must be")):
+        with pytest.raises(SystemExit) as exc:
+            main(["train", "synthetic", "--out", str(tmp_path / "run"), *args])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "run").exists()  # refused before anything was written

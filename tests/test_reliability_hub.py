@@ -22,7 +22,8 @@ import rdfer
 from conftest import GN_OPTIONS
 from rdfer.cli import main
 from rdfer.engine.checkpoint import SIZE_BOUNDS, CheckpointError, load_weights, read_metadata
-from rdfer.engine.hub import parse_hub_id, stage_for_hub
+from rdfer.engine.hub import parse_hub_id
+from rdfer.engine.publish import stage_for_hub
 from rdfer.engine.model_card import _REWEIGHTING, model_card_text
 from rdfer.losses.registry import _STRATEGIES
 from test_hub import COMMIT_A, _cache_snapshot, _hf_cache  # noqa: F401 (the autouse offline cache)
@@ -185,7 +186,7 @@ def _run_folder(folder: Path, config: Dict, results: Dict = None, flags_csv: str
 
 def test_publish_to_a_hub_that_never_answers_times_out(silent_hub, tmp_path, monkeypatch, capsys):
     run = _run_folder(tmp_path / "run", {"dataset": "synthetic", "num_frames": 8, "image_size": 32})
-    monkeypatch.setattr("rdfer.engine.hub._token", lambda: "hf_test")
+    monkeypatch.setattr("rdfer.engine.publish._token", lambda: "hf_test")
     start = time.monotonic()
     line = _cli_error(["publish", str(run), "--repo", "org/name"], capsys)
     assert time.monotonic() - start < 15
@@ -339,6 +340,6 @@ def test_every_loss_rule_has_its_own_description_in_the_card(strategy, tmp_path)
     text = model_card_text(run)
     row = next(line for line in text.splitlines() if line.startswith("| loss rule | "))
     assert row.startswith(f"| loss rule | `{strategy}`: ") and "one of rdfer.list_strategies()" not in row
-    clips = strategy not in ("ce", "gce", "elr", "bigloss_up", "bigloss_down", "class_small_loss")
+    clips = strategy not in ("ce", "gce", "elr", "bigloss_up", "bigloss_down", "class_small_loss", "coteaching")
     assert (f"the loss rule (`{strategy}`) uses their " in text) == clips
-    assert ("learnt less" in text) == (strategy not in ("ce", "gce", "elr", "clip_correct", "mixture"))
+    assert ("learnt less" in text) == (strategy not in ("ce", "gce", "elr", "clip_correct", "mixture", "coteaching", "dividemix"))

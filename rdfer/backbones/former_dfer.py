@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 from einops import rearrange
 
 from ..registry import register_backbone
@@ -75,6 +74,8 @@ class FormerDFER(nn.Module):
     ) -> None:
         super().__init__()
         upstream, path = resolve_pretrained(pretrained)
+        import torchvision  # here: importing torchvision.models costs seconds, and only this builds it
+
         weights = torchvision.models.ResNet18_Weights.DEFAULT if upstream else None
         with upstream_download("torchvision resnet18"):
             r = torchvision.models.resnet18(weights=weights)

@@ -402,7 +402,7 @@ def is_rdfer_card(path: PathLike) -> bool:
 def write_model_card(run_dir: PathLike, repo_id: Optional[str] = None) -> Optional[Path]:
     """Write ``README.md`` (:func:`model_card_text`) into the run folder, atomically; returns its
     path, or None when a ``README.md`` of the user's own (no rdfer marker) is there: it is kept."""
-    from .checkpoint import atomic_write_text
+    from .files import atomic_write_text
 
     path = Path(run_dir) / CARD_FILE
     if os.path.lexists(path) and not is_rdfer_card(path):
