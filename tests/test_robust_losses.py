@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from rdfer.losses import (ALL_STRATEGIES, CORRECTING_STRATEGIES, list_strategies, HARD, NOISY, ORDINARY, ROBUST_STRATEGIES, STRATEGIES, AgreementLoss,
-                          class_quantile, flags_for_strategy)
+                          SPLIT_STRATEGIES, TWO_NETWORK_STRATEGIES, class_quantile, flags_for_strategy)
 
 
 def test_strategy_lists():
     assert STRATEGIES == ("ce", "bigloss_up", "bigloss_down", "hard_up", "noisy_down", "agreement")  # Table IV, unchanged
-    assert ALL_STRATEGIES == STRATEGIES + ROBUST_STRATEGIES + CORRECTING_STRATEGIES
+    assert ALL_STRATEGIES == (STRATEGIES + ROBUST_STRATEGIES + CORRECTING_STRATEGIES + SPLIT_STRATEGIES
+                              + TWO_NETWORK_STRATEGIES)
     assert tuple(list_strategies()[: len(ALL_STRATEGIES)]) == ALL_STRATEGIES  # the registry holds them
     from rdfer import cli
 
