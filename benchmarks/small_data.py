@@ -226,7 +226,7 @@ def to_markdown(summary: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
         lines += ["", "Every row: the `small` recipe (what `rdfer train` picks for sets under 2000 videos: 30 epochs, "
                   "1 warm-up, batch 16, lr 1e-3, frame head, class guard 0.5) with `--logit-adjustment auto`, 30% of "
                   "the training labels (validation carve-out included) flipped at random; test labels clean. "
-                  "Each rdfer row names its rule (`agreement` was the default before 0.1.0). Frame baseline: the same backbone "
+                  "Each rdfer row names its rule (`agreement` is the default). Frame baseline: the same backbone "
                   "per frame, plain CE. Train WAR/UAR: against the noisy training labels. s/run: wall time."]
     else:
         lines += ["", "rdfer rows: `rdfer_small` with the paper's model and rule (`frame_head=False`, "

@@ -121,7 +121,8 @@ def to_markdown(res: Dict[str, Any]) -> str:
              f"Machine: {res['machine']['cpu']}, {res['machine']['cores']} cores, Python {res['machine']['python']}, "
              f"torch {res['torch']}; {res['date']}; {res['rounds']} paired rounds; video: {res['video']}.", "",
              "Median over the rounds; the ratio is the median of each round's time over that round's "
-             "`import torch` (the same load on both sides).", "",
+             "`import torch` (the same load on both sides). The yardstick is the whole `python -c \"import "
+             "torch\"` run, interpreter exit included; the others are timed to their first output.", "",
              "| measure | median (s) | / import torch | goal |", "|---|---:|---:|---:|"]
     for name, s in res["summary"].items():
         goal = GOALS.get(name)

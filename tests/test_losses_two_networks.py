@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 import rdfer
 from conftest import GN_OPTIONS, REPO, tiny_config
+from data_trees import write_video
 from rdfer.engine.train import train
 from rdfer.losses import HARD, NOISY, ORDINARY, AgreementLoss, PairLoss, create_strategy
 from rdfer.losses.agreement_gmm import CLEAN_GROUP, HARD_GROUP, NOISY_GROUP, class_group_probability
@@ -253,9 +254,14 @@ def test_train_dividemix_pair_end_to_end(tmp_path):
     flags = (run / "train_flags.csv").read_text().splitlines()
     assert len(flags) == 49 and res["train_flags"]["noisy"] == sum(line.endswith(",noisy") for line in flags)
     common = ["--checkpoint", str(run), "synthetic", "--synthetic-train", "48", "--synthetic-test", "24"]
-    for cmd in (["eval", "--network", "first"] + common, ["eval"] + common):
+    video = write_video(tmp_path / "clip.mp4", 12, size=32)
+    for cmd in (["eval", "--network", "first"] + common, ["audit"] + common, ["eval"] + common,
+                ["predict", str(video), "--checkpoint", str(run), "--no-detect", "--network", "second", "--json"]):
         proc = subprocess.run([sys.executable, "-m", "rdfer", *cmd], capture_output=True, text=True, cwd=REPO)
         assert proc.returncode == 0, proc.stderr[-2000:]
+    predicted = json.loads(proc.stdout.splitlines()[-1])  # the last command: predict, one JSON per video
+    assert predicted["status"] == "ok" and predicted["emotion"] in model.data_config["classes"]
+    assert (run / "audit_train" / "audit.md").is_file()
     one = json.loads((run / "eval_test" / "metrics.json").read_text())
     assert one["war"] == pytest.approx(res["test_last_epoch"]["war"])  # the default is the pair's average
     exported = rdfer.inference.export_model(model, tmp_path / "pair.pt", "torchscript", num_frames=8, image_size=32)
