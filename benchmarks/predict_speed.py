@@ -63,10 +63,11 @@ def status(field):
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
 
-model = rdfer.load_model(sys.argv[1]).eval()
+device = sys.argv[6]
+model = rdfer.load_model(sys.argv[1], map_location=device).eval()
 stride, max_side = int(sys.argv[2]), int(sys.argv[3])
-predict_video(sys.argv[5], model, detector=HaarFaceDetector(max_side=max_side), detect_stride=stride)  # warm-up
-for video in sys.argv[6:]:
+predict_video(sys.argv[5], model, detector=HaarFaceDetector(max_side=max_side), detect_stride=stride, device=device)  # warm-up
+for video in sys.argv[7:]:
     detector = HaarFaceDetector(max_side=max_side)
     calls = []
     def counted(frame):
@@ -82,7 +83,9 @@ for video in sys.argv[6:]:
         f.write("5")  # reset the peak (VmHWM) to the current resident size
     before = status("VmRSS")
     t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-    res = predict_video(video, model, detector=counted, detect_stride=stride)
+    res = predict_video(video, model, detector=counted, detect_stride=stride, device=device)
+    if device != "cpu":
+        torch.cuda.synchronize()
     wall, c1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
     cpu = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
     print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_growth_mib": (status("VmHWM") - before) / 2**20, "status": res.status,
@@ -129,12 +132,13 @@ def make_video(path: Path, frames: List[np.ndarray], size: tuple, seconds: float
     return path
 
 
-def measure(model_dir: Path, videos: List[Path], warm: Path, stride: int, max_side: int, threads: int) -> List[Dict[str, Any]]:
+def measure(model_dir: Path, videos: List[Path], warm: Path, stride: int, max_side: int, threads: int,
+            device: str = "cpu") -> List[Dict[str, Any]]:
     """``predict_video`` on each of ``videos`` in one fresh process (model loaded and warmed up once)."""
     if not videos:
         return []
     proc = subprocess.run([sys.executable, "-c", WORKER, str(model_dir), str(stride), str(max_side), str(threads), str(warm),
-                           *map(str, videos)], capture_output=True, text=True, cwd=ROOT, timeout=1800)
+                           device, *map(str, videos)], capture_output=True, text=True, cwd=ROOT, timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"measuring {videos} failed:\n{proc.stderr[-3000:]}")
     out = []
@@ -215,6 +219,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: short videos, no per-frame baseline on long ones")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for the JSON and Markdown")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="where the model runs (decoding and face detection stay on the CPU); cuda writes "
+                         "predict_speed_cuda.*")
     args = ap.parse_args(argv)
 
     from dataloading import machine
@@ -247,7 +254,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for setting, stride, side in [(f"default (stride {STRIDE}, 320 px)", STRIDE, 320), ("per-frame, 480 px (before)", 1, 480)]:
             todo = [v for v in videos if stride == STRIDE or v[2]]  # the slow per-frame baseline on short videos only
             for (video, size, baseline, goal), r in zip(todo, measure(tmp / "model", [v[0] for v in todo], warm, stride,
-                                                                      side, args.threads)):
+                                                                      side, args.threads, args.device)):
                 r.update(video=video.name, size=size, setting=setting, goal=goal if stride == STRIDE else None)
                 if baseline and stride == STRIDE and video.name.startswith("generated") and not args.quick:
                     r["cli_wall_s"] = cli_wall(tmp / "model", video)
@@ -265,12 +272,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     result = {
         "quick": args.quick, "command": "python " + " ".join(shlex.quote(a) for a in [f"benchmarks/{Path(__file__).name}", *(argv if argv is not None else sys.argv[1:])]),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
-        "threads": args.threads, "load_before": load_before, "load_after": round(os.getloadavg()[0], 2),
+        "threads": args.threads, "device": args.device, "load_before": load_before, "load_after": round(os.getloadavg()[0], 2),
         "source": source, "rows": rows, "boxes": boxes, "verdict": verdict,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "predict_speed_quick" if args.quick else "predict_speed"
+    stem = "predict_speed" + ("_quick" if args.quick else "") + ("_cuda" if args.device == "cuda" else "")
     md = to_markdown(result)
     atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=2))
     atomic_write_text(out / f"{stem}.md", md)

@@ -379,6 +379,12 @@ def overhead(plain: Dict[str, Any], wrapped: Dict[str, Any], comparable: bool) -
         total = out[f"{kind}_gflops"]
         parts["other (outside submodules)"] = total - sum(parts.values())
         out[f"{kind}_gflops_parts"] = parts
+    # Measured time against counted work: a wrapper that costs only its FLOPs has step / FLOPs = 1.
+    steps = [r.get("training", {}).get("median_step_s") for r in (plain, wrapped)]
+    if all(steps) and plain["full_gflops"]:
+        out["step_ratio"] = steps[1] / steps[0]
+        out["flops_ratio"] = wrapped["full_gflops"] / plain["full_gflops"]
+        out["step_over_flops"] = out["step_ratio"] / out["flops_ratio"]
     paper = PAPER_TABLE_VI.get(plain["backbone"])
     if paper:
         out["paper"] = {
@@ -532,6 +538,16 @@ def markdown(result: Dict[str, Any]) -> str:
                 " / ".join(f"{v:.2f}" for v in pp.values()),
             ]) + " |"
         )
+    timed = [o for o in result["overhead"] if "step_ratio" in o]
+    if timed:
+        lines += ["", f"## Training step time against FLOPs (batch {s['train_batch']}, device `{m['device']}`)", "",
+                  "The wrapper's measured training step (forward, backward, AdamW) over the plain backbone's, beside "
+                  "the ratio of their full FLOPs: where the last column is above 1 the wrapper costs more time than "
+                  "its arithmetic (goal: at most 1.1x).", "",
+                  "| backbone | step: rdfer / plain | full FLOPs: rdfer / plain | step ratio / FLOPs ratio |",
+                  "|---|---:|---:|---:|"]
+        lines += [f"| `{o['backbone']}` | {o['step_ratio']:.2f}x | {o['flops_ratio']:.2f}x | {o['step_over_flops']:.2f}x |"
+                  for o in timed]
     notes = result.get("notes") or []
     if notes:
         lines += ["", "## Findings", ""] + [f"- {n}" for n in notes]
@@ -711,7 +727,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result = run(args, argv)
     text = markdown(result)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "scalability_quick" if args.quick else "scalability"  # a smoke run never replaces the committed results
+    # A smoke run never replaces the committed results; a GPU run is a file of its own.
+    stem = "scalability" + ("_quick" if args.quick else "") + ("_cuda" if args.device == "cuda" else "")
     atomic_write_text(args.out / f"{stem}.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(args.out / f"{stem}.md", text)
     print(text)

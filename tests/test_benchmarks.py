@@ -307,3 +307,19 @@ def test_startup_quick(tmp_path):
     assert summary["version"]["ratio_to_import_torch"] < 1.0
     assert all(len(runs) == 2 for runs in result["times"].values())
     assert "| `rdfer --version` |" in (tmp_path / "startup_quick.md").read_text()
+
+
+def test_gpu_check_runs_its_scripts_on_the_cpu(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--quick",
+                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "gpu_check_quick.json").read_text())
+    assert [s["script"] for s in result["steps"]] == ["scalability.py", "feeding.py", "predict_speed.py"]
+    assert all(s["status"] == "ok" for s in result["steps"])
+    assert {f for s in result["steps"] for f in s["files"]} >= {"scalability_quick.json", "feeding_quick.json",
+                                                                 "predict_speed_quick.json"}
+    scal = json.loads((tmp_path / "scalability_quick.json").read_text())
+    timed = [o for o in scal["overhead"] if "step_over_flops" in o]
+    assert timed and all(o["step_over_flops"] == pytest.approx(o["step_ratio"] / o["flops_ratio"]) for o in timed)
+    assert json.loads((tmp_path / "predict_speed_quick.json").read_text())["device"] == "cpu"
+    assert "Training step time against FLOPs" in (tmp_path / "scalability_quick.md").read_text()
