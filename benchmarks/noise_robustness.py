@@ -175,6 +175,16 @@ ROUND4_BASELINES = ["frame_baseline", "ce", "bigloss_down", "class_small_loss", 
 # incumbent agreement+auto_la's 94.63 on the screened cells, noise_robustness_round4_screen.md).
 ROUND4_FINALISTS = ["coteaching+auto_la", "ce+mixup+auto_la"]
 INCUMBENT = "agreement+auto_la"
+# Round 4b (written 2026-12-07 after round 4, before any of its runs; to run next). Round 4's
+# check (b) compared the clean cells against CE *without* the logit adjustment, whose price on the
+# clean long tail every "+auto_la" row pays, the incumbent included (83.0 vs CE's 86.0): unequal
+# to the challenger. H9: CE + mixup with auto logit adjustment is a better default than the
+# incumbent. Fresh seeds 3 and 4 (seeds 0-2 chose the finalist), all 8 cells, rows ROUND4B. The
+# default becomes CE + mixup (alpha 1) only if, on seeds 3-4, (a) its CRITERION is above the
+# incumbent's, (b') its mean validation WAR on the two clean cells is at most 1 point below
+# ce+auto_la's (CE with the same logit adjustment) and (c) its seconds per run are at most 2.5x CE's.
+# Run: --strategies ce+mixup+auto_la ce+auto_la agreement agreement+la --first-seed 3 --seeds 5
+ROUND4B = ["ce+mixup+auto_la", "ce+auto_la", "agreement", "agreement+la"]
 
 
 def round4_decision(summary: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
