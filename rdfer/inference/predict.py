@@ -250,11 +250,27 @@ def scan_video(path: Union[str, Path], detector: Optional[Callable] = None, stri
     to RGB: at the detector's working size when it declares one (``max_side``), by FFmpeg's
     scaler, so a full-size RGB frame is never built for detection (a folder's image files are
     decoded at their own size, then scaled)."""
+    n, fps, track, _ = _scan(path, detector, stride)
+    return n, fps, track
+
+
+def _scan(path: Union[str, Path], detector: Optional[Callable], stride: int,
+          keep: Sequence[int] = ()) -> Tuple[int, float, Optional["FaceTrack"], Dict[int, np.ndarray]]:
+    """:func:`scan_video`, also keeping the full-size RGB frames ``keep`` (frame index -> array)."""
     from .faces import track_boxes
+
+    wanted = set(int(k) for k in keep)
+    kept: Dict[int, np.ndarray] = {}
+
+    def keeping(frames) -> Iterator:
+        for k, frame in enumerate(frames):
+            if k in wanted:
+                kept[k] = frame.to_ndarray(format="rgb24")
+            yield frame
 
     with _video_frames(path) as (frames, fps):
         if detector is None:  # only the frame count
-            return sum(1 for _ in frames), fps, None
+            return sum(1 for _ in keeping(frames)), fps, None, kept
         max_side = getattr(detector, "max_side", None)
         scale: List[float] = []  # full-size / converted size, set by the first conversion
 
@@ -268,10 +284,37 @@ def scan_video(path: Union[str, Path], detector: Optional[Callable] = None, stri
             scale[:] = [1.0, 1.0]
             return frame.to_ndarray(format="rgb24")
 
-        track = track_boxes(((lambda f=f: rgb(f)) for f in frames), detector, stride)
+        track = track_boxes(((lambda f=f: rgb(f)) for f in keeping(frames)), detector, stride)
     if scale:  # boxes back to full-frame pixels
         track.boxes *= np.array([scale[0], scale[1], scale[0], scale[1]])
-    return len(track.boxes), fps, track
+    return len(track.boxes), fps, track, kept
+
+
+def _expected_frames(path: Union[str, Path]) -> Tuple[int, int, int]:
+    """``(frames, width, height)`` a video file's header announces, without decoding; zeros when it
+    does not say (Matroska stores no frame count) or for a folder of frames."""
+    import os
+
+    from ..data.decode import open_local_video
+
+    if os.path.isdir(path) or is_url(path):
+        return 0, 0, 0
+    try:
+        with open_local_video(path) as container:
+            stream = container.streams.video[0]
+            return int(stream.frames or 0), int(stream.width or 0), int(stream.height or 0)
+    except Exception:  # the decoding pass reports an unreadable file in its own words
+        return 0, 0, 0
+
+
+def _crop(rgb: np.ndarray, k: int, boxes: Optional[np.ndarray], size: int,
+          framing: Optional["FaceFraming"]) -> np.ndarray:
+    """Frame ``k`` (full-size RGB) cropped to its face box as ``framing`` says, resized to ``size``."""
+    from .faces import crop_faces
+
+    if boxes is not None:
+        (rgb,) = crop_faces([rgb], boxes[k : k + 1], framing=framing)
+    return _resize(rgb, size)
 
 
 def _read_clip(path: str, idx: np.ndarray, boxes: Optional[np.ndarray], size: int,
@@ -279,8 +322,6 @@ def _read_clip(path: str, idx: np.ndarray, boxes: Optional[np.ndarray], size: in
     """Second pass: the frames ``idx`` (sorted, repeats allowed), each cropped to its face box
     (as ``framing`` says) when ``boxes`` is given and resized to ``size``, as soon as it is
     decoded. Returns ``(T, size, size, 3)`` frames and the frames' ``(width, height)``."""
-    from .faces import crop_faces
-
     out = np.empty((len(idx), size, size, 3), dtype=np.uint8)
     filled, last, k, wh = 0, int(idx[-1]), -1, (0, 0)
     with _video_frames(path) as (frames, _):
@@ -288,9 +329,7 @@ def _read_clip(path: str, idx: np.ndarray, boxes: Optional[np.ndarray], size: in
             if k == idx[filled]:
                 rgb = frame.to_ndarray(format="rgb24")
                 wh = rgb.shape[1], rgb.shape[0]
-                if boxes is not None:
-                    (rgb,) = crop_faces([rgb], boxes[k : k + 1], framing=framing)
-                small = _resize(rgb, size)
+                small = _crop(rgb, k, boxes, size, framing)
                 while filled < len(idx) and idx[filled] == k:
                     out[filled] = small
                     filled += 1
@@ -299,6 +338,23 @@ def _read_clip(path: str, idx: np.ndarray, boxes: Optional[np.ndarray], size: in
     if filled < len(idx):  # the file changed between the passes, or the decoder is not deterministic
         raise UnreadableVideo(f"{path}: the second decoding pass ended after {k + 1} frames, the first found more")
     return out, wh
+
+
+def _clip_from_kept(kept: Dict[int, np.ndarray], idx: np.ndarray, boxes: Optional[np.ndarray], size: int,
+                    framing: Optional["FaceFraming"]) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """What :func:`_read_clip` returns, from the frames the first pass kept."""
+    out = np.empty((len(idx), size, size, 3), dtype=np.uint8)
+    done: Dict[int, np.ndarray] = {}
+    for j, k in enumerate(idx.tolist()):
+        if k not in done:
+            done[k] = _crop(kept[k], k, boxes, size, framing)
+        out[j] = done[k]
+    first = kept[int(idx[0])]
+    return out, (first.shape[1], first.shape[0])
+
+
+#: Frames the first pass may keep at full size to spare a second decoding pass (bytes of RGB).
+ONE_PASS_BYTES = 256 << 20
 
 
 @dataclass
@@ -325,16 +381,21 @@ class NoFace(ValueError):
 
 def read_face_clip(path: Union[str, Path], select: Callable[[int], Sequence[int]], size: int,
                    framing: Optional["FaceFraming"], detector: Optional[Callable] = None,
-                   detect_stride: int = 8) -> FaceClip:
+                   detect_stride: int = 8, one_pass_bytes: int = ONE_PASS_BYTES) -> FaceClip:
     """The face pipeline of ``rdfer predict`` and ``rdfer pack --crop-faces`` (one, so training
-    and prediction see faces cropped the same way): decode ``path`` twice (memory bounded by the
-    kept frames), track the face (:func:`rdfer.inference.faces.track_boxes` every
+    and prediction see faces cropped the same way): decode ``path`` once when its header gives the
+    frame count and the frames to keep fit in ``one_pass_bytes`` at full size (they are kept while
+    the face is tracked, then cropped), else twice (memory bounded by the kept crops; the result
+    is the same), track the face (:func:`rdfer.inference.faces.track_boxes` every
     ``detect_stride`` frames, boxes filled and smoothed), keep the frames ``select(n)`` and crop
     each as ``framing`` says, resized to ``size``. ``detector=None`` keeps whole frames.
     Raises :class:`UnreadableVideo` or :class:`NoFace`."""
     from .faces import fill_and_smooth, framing_fits
 
-    n, fps, track = scan_video(path, detector, max(1, detect_stride))
+    expected, width, height = _expected_frames(path)
+    guess = np.asarray(select(expected)).astype(int) if expected else np.zeros(0, dtype=int)
+    fits_memory = 0 < len(np.unique(guess)) * width * height * 3 <= one_pass_bytes
+    n, fps, track, kept = _scan(path, detector, max(1, detect_stride), guess if fits_memory else ())
     if n == 0:
         raise UnreadableVideo(f"{path}: the file has no decodable frame")
     boxes, missing = None, []
@@ -344,7 +405,10 @@ def read_face_clip(path: Union[str, Path], select: Callable[[int], Sequence[int]
             raise NoFace(f"{path}: no face found in any frame", n, fps)
         boxes = fill_and_smooth(track.boxes)
     idx = np.asarray(select(n)).astype(int)
-    clip, (width, height) = _read_clip(str(path), idx, boxes, size, framing)
+    if fits_memory and n == expected and all(int(k) in kept for k in idx):  # the header was right: one pass
+        clip, (width, height) = _clip_from_kept(kept, idx, boxes, size, framing)
+    else:
+        clip, (width, height) = _read_clip(str(path), idx, boxes, size, framing)
     fits = 1.0 if boxes is None or framing is None else framing_fits(boxes[idx], framing, width, height)
     return FaceClip(clip, idx, n, fps, missing, fits)
 
