@@ -232,24 +232,24 @@ class AgreementLoss(nn.Module):
         output = net(mix_inputs(video, mix))
         return output, self(output, target, index, mix)
 
-    @torch.no_grad()
     def remember(self, output, target: torch.Tensor, index: torch.Tensor) -> AgreementStats:
         """Record what ``output`` says about the samples ``index`` in the per-sample memory
         (agreement, confidence, vote, the unsmoothed CE against ``target``) without a loss."""
-        target, index = target.long(), index.long().to(self.mem_stamp.device)
+        return self._observe(output, target.long(), index.long().to(self.mem_stamp.device))[0]
+
+    @torch.no_grad()
+    def _observe(self, output, target: torch.Tensor, index: torch.Tensor):
+        """What the batch says, remembered: its clip statistics and unsmoothed CE (the ranking loss)."""
         stats = agreement_stats(output.clip_logits)
         plain = F.cross_entropy(output.logits.detach().float(), target, reduction="none")
         self._remember(index, stats, plain, target, output.clip_logits)
-        return stats
+        return stats, plain
 
     def sample_losses(self, output, target: torch.Tensor, index: torch.Tensor, mix: Optional[Mix] = None) -> torch.Tensor:
         """(B,) each sample's weighted loss; remembers the batch. With ``mix`` (the inputs were
         mixed) each row's term is ``lam * term(own target) + (1 - lam) * term(partner's)``."""
-        logits, clip_logits = output.logits, output.clip_logits
         target, index = target.long(), index.long().to(self.mem_stamp.device)
-        stats = agreement_stats(clip_logits)
-        plain = F.cross_entropy(logits.detach().float(), target, reduction="none")  # ranking loss: unsmoothed
-        self._remember(index, stats, plain, target, clip_logits)
+        stats, plain = self._observe(output, target, index)
         if not self.active:
             flags = torch.zeros_like(target)
         elif self.scope == "epoch":
