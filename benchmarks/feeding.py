@@ -15,9 +15,10 @@ re-encoded at quality 90, as a shard of pre-cropped frames stores them). The rat
 CPU-second (user + system time of every process of the stage): *per core*, whatever else the
 shared machine runs. Stages:
 
-* ``read_shard``: a tar shard of 112 px JPEG frames (one member per frame, the WebDataset
-  layout) streamed from the page cache with webdataset's ``tar_file_iterator`` (what
-  ``rdfer.data.webdataset`` reads shards with; ``tarfile`` without webdataset): a clip's JPEG bytes.
+* ``read_shard``: a tar shard of 112 px JPEG frames in rdfer's default WebDataset layout (per clip
+  ``CLIP.json`` with the frames' byte lengths and ``CLIP.mjpeg``, the frames back to back) streamed
+  from the page cache with webdataset's ``tar_file_iterator`` (``tarfile`` without webdataset), each
+  clip's ``.mjpeg`` sliced into its JPEGs by those lengths (memoryviews, no copies): a clip's JPEG bytes.
 * ``decode_112``: ``simplejpeg.decode_jpeg`` (libjpeg-turbo, rdfer's decoder) of the clip's ``T``
   stored 112 px JPEGs into one uint8 ``(3, T, 112, 112)`` tensor.
 * ``decode_112_torchvision``: the same with ``torchvision.io.decode_jpeg`` on the CPU (comparison).
@@ -110,8 +111,8 @@ SIZE = 112
 #: name -> (where rdfer runs it, what is timed, in the pipeline's CPU stages)
 STAGES: Dict[str, Dict[str, Any]] = {
     "read_shard": dict(where="CPU (DataLoader worker)", cpu_stage=True,
-                       what="tar shard of 112 px JPEG frames, one member per frame, streamed from the page cache "
-                            f"({SHARD_READER})"),
+                       what="tar shard of 112 px JPEG frames, one .json and one .mjpeg member per clip (rdfer's "
+                            f"default layout), streamed from the page cache ({SHARD_READER}) and sliced into JPEGs"),
     "decode_112": dict(where="CPU (DataLoader worker)", cpu_stage=True,
                        what="simplejpeg decode of T stored 112 px JPEGs into a (3, T, 112, 112) uint8 tensor"),
     "decode_112_torchvision": dict(where="comparison", cpu_stage=False,
@@ -213,15 +214,37 @@ def make_data(work: Path, clips: int, frames: int, seed: int = 0) -> Dict[str, A
 
 
 def write_shard(path: Path, jpeg112: List[List[bytes]], t: int) -> int:
-    """A tar of the first ``t`` frames of every clip, one member per frame (``CLIP.FRAME.jpg``, the
-    WebDataset layout); returns its size in bytes."""
+    """A tar of the first ``t`` frames of every clip in rdfer's default WebDataset layout
+    (``CLIP.json`` with ``frame_bytes``, then ``CLIP.mjpeg``: the JPEGs back to back); returns its
+    size in bytes."""
     with tarfile.open(path, "w") as tar:
         for c, clip in enumerate(jpeg112):
-            for k, data in enumerate(clip[:t]):
-                info = tarfile.TarInfo(f"{c:05d}.{k:03d}.jpg")
+            frames = clip[:t]
+            for name, data in ((f"{c:05d}.json", json.dumps({"frame_bytes": [len(b) for b in frames]}).encode()),
+                               (f"{c:05d}.mjpeg", b"".join(frames))):
+                info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
     return path.stat().st_size
+
+
+def _slice_clips(members) -> int:
+    """Clips found in ``(name, bytes)`` members of a shard of :func:`write_shard`, each ``.mjpeg``
+    sliced into its JPEGs by its ``.json``'s ``frame_bytes`` (as rdfer's reader does)."""
+    sizes: Dict[str, List[int]] = {}
+    clips = 0
+    for name, data in members:
+        key, ext = name.split(".", 1)
+        if ext == "json":
+            sizes[key] = json.loads(data)["frame_bytes"]
+        else:
+            whole, at = memoryview(data), 0
+            jpegs = []
+            for n in sizes.pop(key):
+                jpegs.append(whole[at: at + n])
+                at += n
+            clips += bool(jpegs)
+    return clips
 
 
 # --------------------------------------------------------------------------- timing
@@ -324,16 +347,11 @@ def measure_stage(name: str, t: int, data: Dict[str, Any], shard: Path, batch: i
 
     if name == "read_shard":
         def step() -> int:
-            got: Dict[str, List[bytes]] = {}
             if tar_file_iterator is not None:
                 with open(shard, "rb") as f:
-                    for member in tar_file_iterator(f):
-                        got.setdefault(member["fname"].split(".", 1)[0], []).append(member["data"])
-            else:
-                with tarfile.open(shard, mode="r|") as tar:
-                    for member in tar:
-                        got.setdefault(member.name.split(".", 1)[0], []).append(tar.extractfile(member).read())
-            return len(got)
+                    return _slice_clips((m["fname"], m["data"]) for m in tar_file_iterator(f))
+            with tarfile.open(shard, mode="r|") as tar:
+                return _slice_clips((m.name, tar.extractfile(m).read()) for m in tar)
         return _timed(step, min_seconds)
     if name == "decode_112":
         video = torch.empty((3, t, SIZE, SIZE), dtype=torch.uint8)

@@ -24,7 +24,7 @@ _EXPORTS: Dict[str, str] = {
     **dict.fromkeys(["as_backbone", "validate_backbone", "FrameEncoder", "BackboneContractError"], ".backbones.contract"),
     "EMOTIONS": ".data.emotions",
     **dict.fromkeys(["load_model", "save_model"], ".engine.checkpoint"),
-    "predict_video": ".inference.predict",
+    **dict.fromkeys(["predict_video", "predict_videos"], ".inference.predict"),
     "export_model": ".inference.export",
     **dict.fromkeys(["wrap_with_rdfer", "RDFER", "RDFEROutput", "RDFERPrediction"], ".model.rdfer"),
     **dict.fromkeys(["AgreementLoss", "LossRule", "list_strategies", "register_strategy", "agreement",
@@ -56,7 +56,7 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API docs) see
     from .data.emotions import EMOTIONS
     from .engine.checkpoint import load_model, save_model
     from .inference.export import export_model
-    from .inference.predict import predict_video
+    from .inference.predict import predict_video, predict_videos
     from .losses import (HARD, NOISY, ORDINARY, STRATEGIES, AgreementLoss, LossRule, agreement, agreement_stats,
                          flag_samples, list_strategies, register_strategy)
     from .model.rdfer import RDFER, RDFEROutput, RDFERPrediction, wrap_with_rdfer

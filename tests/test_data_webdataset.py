@@ -42,9 +42,12 @@ def _tree(root: Path, n: int) -> Path:
     return root
 
 
-def _pack(root: Path, out: Path, split: str = "train", shard_size: int = 3, **kw) -> Path:
+def _pack(root: Path, out: Path, split: str = "train", shard_size: int = 3, layout: str = "frames", **kw) -> Path:
+    """A pack of 8 frames of 16 px. These tests (and test_reliability_webdataset.py) name frame
+    members, so they use the per-frame layout; test_data_webdataset_layouts.py covers the others."""
     src = DFEW(root, 1, split, num_frames=8, image_size=16, train=False)
-    return write_webdataset(src, out, num_frames=8, image_size=16, shard_size=shard_size, progress=False, **kw)
+    return write_webdataset(src, out, num_frames=8, image_size=16, shard_size=shard_size, progress=False,
+                            layout=layout, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +176,7 @@ def test_interrupted_pack_resumes_to_the_same_bytes_and_a_foreign_pack_is_refuse
     root, train, _ = packs
     with pytest.raises(KeyboardInterrupt):
         write_webdataset(_Crashing(root, 1, "train", num_frames=8, image_size=16), tmp_path / "p", num_frames=8,
-                         image_size=16, shard_size=3, progress=False)
+                         image_size=16, shard_size=3, progress=False, layout="frames")
     assert sorted(p.name for p in (tmp_path / "p").glob("*.tar")) == ["shard-000000.tar"]
     _pack(root, tmp_path / "p")
     for k in range(4):

@@ -16,9 +16,16 @@ def _add_pack(sub) -> None:
     p.add_argument("dataset", choices=["dfew", "ferv39k", "csv"], help="the source format")
     p.add_argument("--format", choices=["rdfer", "webdataset"], default="rdfer",
                    help="rdfer: raw uint8 shards read by rdfer only, no decoding when training (default); webdataset: "
-                   "standard WebDataset tar shards (per video a .json and its frames as JPEG) plus index.json, "
+                   "standard WebDataset tar shards (per video a .json and its frames, see --layout) plus index.json, "
                    "streamable from disk, HTTP or object storage (`rdfer train webdataset`)")
-    p.add_argument("--quality", type=int, default=90, help="webdataset: JPEG quality of the stored frames (default 90)")
+    p.add_argument("--layout", choices=["clip", "frames", "npy"],
+                   help="webdataset: how a video's frames are stored. clip (default): one KEY.mjpeg member, the "
+                   "frames' JPEGs back to back (a Motion-JPEG stream: ffmpeg -f mjpeg plays it), the fastest JPEG "
+                   "layout to read; frames: one KEY.000.jpg, KEY.001.jpg, ... member per frame, for tools that want "
+                   "one image per file; npy: one uncompressed uint8 (n, S, S, 3) KEY.npy array, nothing to decode "
+                   "but as large as --format rdfer (local disks)")
+    p.add_argument("--quality", type=int, default=90,
+                   help="webdataset clip and frames layouts: JPEG quality of the stored frames (default 90)")
     p.add_argument("--root", help="dfew, ferv39k: dataset root folder")
     p.add_argument("--fold", type=int, default=1, help="dfew: fold 1..5 (default 1)")
     p.add_argument("--split", choices=["train", "test"], help="dfew, ferv39k: which split to pack")
@@ -55,6 +62,8 @@ def _cmd_pack(args) -> int:
     size = dict(num_frames=args.num_frames, image_size=args.image_size, train=False)
     if args.crop_margin is not None and not args.crop_faces:
         raise SystemExit("--crop-margin applies with --crop-faces (raw videos whose faces rdfer crops)")
+    if args.layout is not None and args.format != "webdataset":
+        raise SystemExit("--layout applies with --format webdataset")
     if args.crop_faces:
         _require_extra("faces", "rdfer pack --crop-faces (face detection)")
     try:
@@ -66,7 +75,8 @@ def _cmd_pack(args) -> int:
             what += f", faces cropped ({source.framing.describe()})"
         if args.format == "webdataset":
             out = data.write_webdataset(source, args.out, num_frames=args.num_frames, image_size=args.image_size,
-                                        shard_size=args.shard_size, quality=args.quality, progress=not args.quiet)
+                                        shard_size=args.shard_size, quality=args.quality, progress=not args.quiet,
+                                        layout=args.layout or "clip")
         else:
             out = data.pack_dataset(source, args.out, num_frames=args.num_frames, image_size=args.image_size,
                                     progress=not args.quiet, shard_size=args.shard_size)
@@ -127,8 +137,11 @@ def _report_webdataset_pack(out, what: str, split) -> int:
     meta, shards = index["rdfer"], index["shardlist"]
     size_text = _size_text(sum(s["filesize"] for s in shards))
     bad = sum(not r["valid"] for r in meta["samples"])
-    print(f"packed {meta['num_samples']} videos of {what} as WebDataset shards (up to {meta['num_frames']} JPEG "
-          f"frames of {meta['image_size']} px, {size_text} in {len(shards)} tar file(s)) -> {out}")
+    stored = {"clip": f"JPEG frames of {meta['image_size']} px, one Motion-JPEG member per video",
+              "frames": f"JPEG frames of {meta['image_size']} px, one member per frame",
+              "npy": f"uint8 frames of {meta['image_size']} px, one .npy array per video, uncompressed"}
+    print(f"packed {meta['num_samples']} videos of {what} as WebDataset shards (up to {meta['num_frames']} "
+          f"{stored[meta.get('layout', 'frames')]}; {size_text} in {len(shards)} tar file(s)) -> {out}")
     if bad:
         print(f"  {bad} unreadable videos (stored with valid: false; training reports and skips them)")
     last = len(shards) - 1

@@ -43,7 +43,7 @@ def _cmd_predict(args) -> int:
     import json
 
     from ..engine.checkpoint import load_model
-    from ..inference.predict import EXIT_NO_FACE, EXIT_OK, EXIT_UNREADABLE, predict_video
+    from ..inference.predict import EXIT_NO_FACE, EXIT_OK, EXIT_UNREADABLE, predict_videos
 
     from ..inference.predict import URL_REFUSED, is_url
 
@@ -61,9 +61,9 @@ def _cmd_predict(args) -> int:
 
         model = with_tta(model).eval()
     code = EXIT_OK
-    for video in args.videos:
-        res = predict_video(video, model, detector=None if args.no_detect else args.detector,
-                            detect_stride=args.detect_stride, device=args.device, crop_margin=args.crop_margin)
+    # The face passes of the next videos run while the model predicts this one.
+    for res in predict_videos(args.videos, model, detector=None if args.no_detect else args.detector,
+                              detect_stride=args.detect_stride, device=args.device, crop_margin=args.crop_margin):
         print(json.dumps(res.to_dict()) if args.json else res.summary(), flush=True)
         if res.status == "unreadable":
             code = max(code, EXIT_UNREADABLE)

@@ -98,7 +98,8 @@ def _add_train(sub) -> None:
     r.add_argument("--scale-jitter", type=float, metavar="S",
                    help="zoom each training video about its centre by a random factor in [1/(1+S), 1+S], so the "
                    "model sees its faces framed tighter and wider than the training crops (0: off, the default)")
-    r.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    r.add_argument("--amp", action="store_true", help="bf16 autocast: on a GPU, or on a CPU that computes bf16 natively "
+                   "(AVX512-BF16 or AMX; refused on other CPUs, where it would be slower)")
     r.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
     o = p.add_argument_group("output")
     o.add_argument("--out", help="run folder (default runs/rdfer)")

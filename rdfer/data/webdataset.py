@@ -1,18 +1,29 @@
 """WebDataset shards: the field's standard tar format, read from disk, over HTTP or from any command.
 
-Writing (:func:`write_webdataset`, ``rdfer pack --format webdataset``) stores one sample per video::
+Writing (:func:`write_webdataset`, ``rdfer pack --format webdataset``) stores one sample per video,
+``KEY.json`` (label, class, classes, path (the source video), fps, n_frames, frame_index (source
+frame numbers), valid (+ reason, replaced)) and its stored frames (up to num_frames spread
+uniformly, image_size px) in one of three layouts (``layout=``, ``--layout``):
 
-    KEY.json          label, class, classes, path (the source video), fps, n_frames, frame_index
-                      (source frame numbers), valid (+ reason, replaced)
-    KEY.000.jpg ...   the stored frames: up to num_frames spread uniformly, image_size px, JPEG
+    clip (default)  KEY.mjpeg: the frames' JPEGs one after another in one member, their byte
+                    lengths in the .json's ``frame_bytes``. A concatenation of baseline JPEGs is a
+                    Motion-JPEG elementary stream: ``ffmpeg -f mjpeg -i KEY.mjpeg``, PyAV's
+                    ``av.open(f, format="mjpeg")`` and players read it as a video.
+    frames          KEY.000.jpg, KEY.001.jpg, ...: one JPEG member per frame (the only layout of
+                    version-1 packs; for tools that expect one image per file). Slower to read:
+                    every stored frame is a tar member to stream.
+    npy             KEY.npy: the frames as one uint8 array (n, S, S, 3) in NumPy's .npy format,
+                    not compressed: as large as a raw pack, nothing to decode (local disks).
 
 in ``shard-000000.tar``, ``shard-000001.tar``, ... (plain tar, so ``tar``, the ``webdataset``
 library and any WebDataset tool read them), plus ``index.json``: the shard list in the
 ``wids-shard-index-v1`` format of the webdataset project, with rdfer's per-sample records
-(key, label, path, frames), so training needs no pass over the data to know the labels.
+(key, label, path, frames) and settings (``layout``; an index of version 1 has none: frames),
+so training needs no pass over the data to know the labels.
 The index is written first (empty), then each shard under a temporary name, renamed when
-complete; an interrupted pack resumes. A folder without an index that already holds files named
-like shards is refused: they are not rdfer's to overwrite.
+complete; an interrupted pack resumes (with the same settings, the layout included). A folder
+without an index that already holds files named like shards is refused: they are not rdfer's
+to overwrite.
 
 Reading (:class:`WebDatasetVideos`, ``rdfer train webdataset --train SHARDS``): SHARDS is a brace
 pattern (``shards/train-{000000..000009}.tar``, at most :data:`~rdfer.data.sources.MAX_SHARDS`
@@ -20,8 +31,13 @@ shards), ``::``-separated paths or ``http(s)://`` URLs, ``pipe:COMMAND`` (typed 
 or a pack folder / ``index.json`` (local or URL). Data is never code
 (:mod:`rdfer.data.sources`): a shard name inside an index is a plain name in the index's own
 folder or URL prefix, never a URL, program, absolute path or ``..``, so a local index never
-reaches the network and never runs anything. ``http(s)`` is read through :mod:`urllib`, each
-read waiting at most ``RDFER_NETWORK_TIMEOUT`` seconds (default 60).
+reaches the network and never runs anything; a ``.npy`` member is read as a header and raw
+bytes, never unpickled. ``http(s)`` is read through :mod:`urllib`, each read waiting at most
+``RDFER_NETWORK_TIMEOUT`` seconds (default 60). Each sample's layout is told by its members
+(``mjpeg``, ``npy`` or ``NNN.jpg``), so shards of every layout read alike. The picked frames are
+decoded once each (a short video repeats frames) with libjpeg-turbo (simplejpeg), at a reduced
+DCT scale when items are asked smaller than stored (``image_size``), in a few threads outside
+DataLoader workers, as the folder loader does (:mod:`rdfer.data.decode`).
 
 What a shard holds is checked as it is read, and a bad file is a one-line :class:`ShardError`
 (a ``ValueError``: ``rdfer`` exits 2) naming the shard or index and the sample key: a malformed
@@ -29,7 +45,9 @@ index; a local shard missing or of another size than its index records; a sample
 label, path or frame count differs from the index's (the shard changed since its index was
 written: pack again); a key twice in one shard; a label that is not an integer, outside the
 class list, or, without one, not in 0..999; more frames claimed than the shard holds. A
-damaged frame only excludes its sample (``valid=False``, reported), as an unreadable video does.
+damaged frame only excludes its sample (``valid=False``, reported), as an unreadable video does;
+so does a ``.mjpeg`` whose ``frame_bytes`` are not n positive lengths adding up to its size, and
+a ``.npy`` that is not a uint8 (n, S, S, 3) array of the sample's frames.
 
 Which shard goes to which process is planned here, because the library's
 ``split_by_node``/``split_by_worker`` give every (rank, worker) whole shards: sample counts then
@@ -50,7 +68,7 @@ loss's per-sample memory is kept per sample key. With ``decode_on_device=True`` 
 check each picked frame's JPEG header and ship its bytes instead (``jpeg``, ``jpeg_offsets``);
 :func:`batch_videos` decodes them in the training process with ``torchvision.io.decode_jpeg``
 on the training device (the GPU's nvJPEG under CUDA), and a video whose frames fail to decode
-is excluded from the batch.
+is excluded from the batch (``npy`` shards hold decoded frames: they have nothing to ship).
 """
 
 from __future__ import annotations
@@ -58,6 +76,7 @@ from __future__ import annotations
 import functools
 import http.client
 import io
+import itertools
 import json
 import math
 import os
@@ -70,16 +89,20 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from .decode import _draft_scale, _thread_pool
 from .packed import _atomic_write_json, _fsync_dir, check_fresh, check_resumable, keep_uniform, resume_progress
 from .sampling import sample_indices
 from .sources import check_source, expand_pattern, network_timeout, open_source, read_source, source_kind
-from .video_csv import MAX_INTEGER_CLASSES, check_class_names
+from .video_csv import MAX_INTEGER_CLASSES, VideoCSV, check_class_names
 
 __all__ = ["write_webdataset", "WebDatasetVideos", "batch_videos", "expand_shards", "ShardError", "WDS_FORMAT",
-           "WDS_VERSION"]
+           "WDS_VERSION", "LAYOUTS"]
 
 WDS_FORMAT = "rdfer-webdataset"
-WDS_VERSION = 1
+WDS_VERSION = 2  # 2: settings["layout"] (1: no layout key, every sample one member per frame)
+#: How a sample's frames are stored: one Motion-JPEG member (the default), one JPEG member per
+#: frame, or one uncompressed uint8 .npy array.
+LAYOUTS = ("clip", "frames", "npy")
 INDEX = "index.json"
 _WIDS_KIND = "wids-shard-index-v1"
 _SHARD_FILE = re.compile(r"shard-\d{6,}\.tar(\.tmp)?")  # what write_webdataset names its shards
@@ -112,6 +135,54 @@ def _frame_member(j: int) -> str:
     return f"{j:03d}.jpg"
 
 
+def _layout_of(sample: Dict[str, Any]) -> str:
+    """The layout of one sample, told by its members (a .mjpeg, a .npy, else frame members)."""
+    return "clip" if "mjpeg" in sample else "npy" if "npy" in sample else "frames"
+
+
+def _npy_header(data: bytes) -> Optional[Tuple[Tuple[int, ...], np.dtype, bool, int]]:
+    """``(shape, dtype, fortran_order, data offset)`` from a .npy member's header, None when it has
+    none. Only the header is parsed (a literal, as NumPy does): nothing is unpickled."""
+    f = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            return None
+    except Exception:  # any malformed header (ValueError, SyntaxError, TypeError, ...): not a .npy
+        return None
+    return tuple(int(x) for x in shape), dtype, bool(fortran), f.tell()
+
+
+def _npy_frames(data: bytes) -> Optional[np.ndarray]:
+    """The uint8 ``(n, H, W, 3)`` array of a .npy member, a read-only view of ``data`` (no copy),
+    or None when it is not one: another dtype (an object array's pickle is never read), another
+    rank, or a body of another length than its header says."""
+    head = _npy_header(data)
+    if head is None:
+        return None
+    shape, dtype, fortran, offset = head
+    if dtype != np.uint8 or len(shape) != 4 or shape[3] != 3 or min(shape) < 0 or \
+            len(data) - offset != math.prod(shape):
+        return None
+    flat = np.frombuffer(data, dtype=np.uint8, offset=offset)
+    return flat.reshape(shape[::-1]).transpose() if fortran else flat.reshape(shape)
+
+
+def _clip_frames(meta: Dict[str, Any], data: bytes, n: int) -> Optional[List[memoryview]]:
+    """The ``n`` JPEGs of a .mjpeg member, sliced (no copies) by the .json's ``frame_bytes``; None
+    when those are not ``n`` positive lengths adding up to the member's size."""
+    sizes = meta.get("frame_bytes")
+    if not (isinstance(sizes, list) and len(sizes) == n and all(type(b) is int and b > 0 for b in sizes)
+            and sum(sizes) == len(data)):  # type(b) is int: JSON true is not the length 1
+        return None
+    whole = memoryview(data)
+    return [whole[end - b: end] for b, end in zip(sizes, itertools.accumulate(sizes))]
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not the label 1
 
@@ -129,8 +200,23 @@ def _index_doc(out: Path, shardlist: List[Dict[str, Any]], meta: Dict[str, Any])
     return {"__kind__": _WIDS_KIND, "wids_version": 1, "name": out.name, "shardlist": shardlist, "rdfer": meta}
 
 
+def _frame_members(frames: np.ndarray, layout: str, quality: int) -> Tuple[List[Tuple[str, bytes]], Dict[str, Any]]:
+    """The tar members (name after ``KEY.``, bytes) storing ``frames`` (uint8 ``(n, S, S, 3)``) in
+    ``layout``, and what the sample's .json records of them."""
+    import simplejpeg
+
+    if layout == "npy":
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(frames, dtype=np.uint8), allow_pickle=False)
+        return [("npy", buf.getvalue())], {}
+    jpegs = [simplejpeg.encode_jpeg(np.ascontiguousarray(frame), quality=quality, colorspace="RGB") for frame in frames]
+    if layout == "frames":
+        return [(_frame_member(j), jpeg) for j, jpeg in enumerate(jpegs)], {}
+    return [("mjpeg", b"".join(jpegs))], {"frame_bytes": [len(jpeg) for jpeg in jpegs]}
+
+
 def write_webdataset(dataset, out_dir: PathLike, num_frames: int = 64, image_size: int = 112,
-                     shard_size: int = 256, quality: int = 90, progress: bool = True) -> Path:
+                     shard_size: int = 256, quality: int = 90, progress: bool = True, layout: str = "clip") -> Path:
     """Write ``dataset`` (DFEW, FERV39K, VideoCSV or any dataset with ``samples``, ``classes`` and
     ``read_clip``) as WebDataset shards into ``out_dir``; returns ``out_dir``.
 
@@ -143,17 +229,25 @@ def write_webdataset(dataset, out_dir: PathLike, num_frames: int = 64, image_siz
         num_frames: frames kept per video (at most; shorter videos keep all theirs).
         image_size: stored frame side in pixels.
         shard_size: videos per shard (the unit of resumption and of streaming).
-        quality: JPEG quality of the stored frames (1-100).
+        quality: JPEG quality of the stored frames (1-100; not used by ``layout="npy"``).
         progress: tqdm progress bar.
+        layout: how a video's frames are stored (see the module docstring): ``"clip"``, one
+            Motion-JPEG member ``KEY.mjpeg`` (fastest JPEG layout to read; the default);
+            ``"frames"``, one JPEG member per frame (``KEY.000.jpg``, ...); ``"npy"``, one
+            uncompressed uint8 array ``KEY.npy`` (no decoding, as large as a raw pack).
 
     Unreadable source videos are stored as samples with ``valid: false`` and no frames.
     """
-    import simplejpeg
-
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     if num_frames < 1 or image_size < 1 or shard_size < 1:
         raise ValueError("num_frames, image_size and shard_size must be >= 1")
     if not 1 <= quality <= 100:
         raise ValueError(f"quality {quality} is not in 1..100")
+    if layout == "npy" and num_frames * image_size * image_size * 3 + 128 > _MAX_MEMBER:
+        raise ValueError(f"layout npy: {num_frames} frames of {image_size} px are "
+                         f"{num_frames * image_size * image_size * 3 / 2**20:.0f} MB per video, more than the "
+                         f"{_MAX_MEMBER >> 20} MB a tar member may have; use layout clip, or fewer or smaller frames")
     if not hasattr(dataset, "read_clip"):
         raise TypeError(f"cannot pack {type(dataset).__name__}: it has no read_clip(index, select, size) "
                         "(DFEW, FERV39K and VideoCSV have)")
@@ -163,7 +257,7 @@ def write_webdataset(dataset, out_dir: PathLike, num_frames: int = 64, image_siz
     sources = [[str(p), int(y)] for p, y in dataset.samples]
     settings = {"format": WDS_FORMAT, "version": WDS_VERSION, "classes": classes, "num_frames": int(num_frames),
                 "image_size": int(image_size), "shard_size": int(shard_size), "quality": int(quality),
-                "num_samples": len(sources), "face_crop": getattr(dataset, "face_crop", None)}
+                "num_samples": len(sources), "face_crop": getattr(dataset, "face_crop", None), "layout": layout}
     index_path = out / INDEX
     shardlist: List[Dict[str, Any]] = []
     records: List[Dict[str, Any]] = []
@@ -176,8 +270,11 @@ def write_webdataset(dataset, out_dir: PathLike, num_frames: int = 64, image_siz
         meta = old.get("rdfer") if isinstance(old, dict) else None
         meta = meta if isinstance(meta, dict) else {}
         shardlist, records = old.get("shardlist", []) if meta else [], meta.get("samples", [])
+        done = dict(meta)
+        if done.get("version") == 1 and "layout" not in done:  # version 2 only added the layout
+            done.update(version=WDS_VERSION, layout="frames")
         try:
-            check_resumable(out, [k for k, v in settings.items() if meta.get(k) != v],
+            check_resumable(out, [k for k, v in settings.items() if done.get(k) != v],
                             [[r["path"], r["label"]] for r in records], sources,
                             [(out / s["url"], s["filesize"]) for s in shardlist])
         except (KeyError, TypeError, AttributeError):
@@ -215,12 +312,13 @@ def write_webdataset(dataset, out_dir: PathLike, num_frames: int = 64, image_siz
                                         frame_index=[int(x) for x in clip.frame_index.tolist()])
                             if clip.replaced:
                                 meta["replaced"] = [list(p) for p in clip.replaced]
-                        _tar_add(tar, f"{key}.json", json.dumps(meta, separators=(",", ":")).encode())
+                        members: List[Tuple[str, bytes]] = []
                         if clip is not None:
-                            for j, frame in enumerate(clip.frames):
-                                jpeg = simplejpeg.encode_jpeg(np.ascontiguousarray(frame), quality=quality,
-                                                              colorspace="RGB")
-                                _tar_add(tar, f"{key}.{_frame_member(j)}", jpeg)
+                            members, recorded = _frame_members(clip.frames, layout, quality)
+                            meta.update(recorded)
+                        _tar_add(tar, f"{key}.json", json.dumps(meta, separators=(",", ":")).encode())
+                        for ext, data in members:
+                            _tar_add(tar, f"{key}.{ext}", data)
                         batch.append({"key": key, "label": label, "path": path, "n_frames": meta["n_frames"],
                                       "valid": meta["valid"]})
                         bar.update(1)
@@ -324,12 +422,16 @@ def _members(url: str, select: Optional[Callable[[str], bool]] = None) -> Iterat
         stream = open_source(url)
     except (OSError, ValueError) as err:
         raise _read_failed(url, err) from None
+    # A local file is read with seeks: the data of a member not selected is skipped, not read, and a
+    # selected one is read in one call (a stream goes through tarfile's 10 KB blocks: an npy clip
+    # reads 1.8x faster this way). HTTP and pipes are streams.
+    mode = "r:*" if source_kind(url) == "local" else "r|*"
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        with tarfile.open(fileobj=stream, mode=mode) as tar:
             for info in tar:
                 name = info.name
                 key, ext = _split_name(name)
-                tar.members = []  # a stream: keep no list of what was read
+                tar.members = []  # keep no list of what was read
                 if not info.isreg() or key is None or re.match(r"__[^/]*__($|/)", name) or \
                         (select is not None and not select(name)):
                     continue
@@ -365,18 +467,29 @@ def _label_problem(label: Any, classes: Optional[Sequence[str]]) -> Optional[str
 
 
 def _scan(url: str) -> List[Dict[str, Any]]:
-    """The sample records of one shard, from its ``.json`` members (the frames are counted, not kept)."""
+    """The sample records of one shard, from its ``.json`` members (the frames are counted, not
+    kept: frame members, a .mjpeg's ``frame_bytes`` entries, a .npy header's first dimension),
+    each with the ``layout`` its members tell."""
     records: List[Dict[str, Any]] = []
-    frames: Dict[str, int] = {}
+    frames: Dict[str, int] = {}  # per key: frame members, or the frames a .npy header holds
+    clips: set = set()  # keys with a .mjpeg: its frames are counted by their .json's frame_bytes
+    npys: set = set()
 
     def select(name: str) -> bool:
         key, ext = _split_name(name)
         if re.fullmatch(r"\d{3,}\.jpg", ext):
             frames[key] = frames.get(key, 0) + 1
-        return ext == "json"
+        elif ext == "mjpeg":
+            clips.add(key)
+        return ext in ("json", "npy")
 
     seen = set()
-    for key, _, data in _members(url, select):
+    for key, ext, data in _members(url, select):
+        if ext == "npy":  # its header only: what the array holds is checked when the sample is read
+            head = _npy_header(data)
+            npys.add(key)
+            frames[key] = head[0][0] if head is not None and len(head[0]) == 4 and head[0][0] <= _MAX_FRAMES else 0
+            continue
         if key in seen:
             raise ShardError(f"{url}: the sample key {key!r} appears twice in the shard; keys must be unique "
                              f"(one sample would be trained twice and another never)")
@@ -401,10 +514,14 @@ def _scan(url: str) -> List[Dict[str, Any]]:
         if not _is_int(n) or n < 0:
             raise ShardError(f"{url}: sample {key!r}: its n_frames {str(n)[:50]!r} is not a frame count")
         seen.add(key)
+        sizes = meta.get("frame_bytes")
         records.append({"key": key, "label": meta["label"], "path": str(meta.get("path") or key), "n_frames": n,
-                        "valid": bool(meta.get("valid", True)), "classes": classes})
+                        "valid": bool(meta.get("valid", True)), "classes": classes,
+                        "claimed": len(sizes) if isinstance(sizes, list) and len(sizes) <= _MAX_FRAMES else 0})
     for r in records:  # the members are all read now: a claimed frame count is bounded by the frames there
-        have = frames.get(r["key"], 0)
+        key, claimed = r["key"], r.pop("claimed")
+        r["layout"] = "clip" if key in clips else "npy" if key in npys else "frames"
+        have = claimed if r["layout"] == "clip" else frames.get(key, 0)
         if r["n_frames"] > have:
             raise ShardError(f"{url}: sample {r['key']!r}: its .json says n_frames={r['n_frames']} but the shard "
                              f"holds {have} frame(s) of it")
@@ -432,6 +549,9 @@ def _index_records(spec: str, index: Dict[str, Any], urls: Sequence[str]
         raise bad(f"num_frames {str(stored)[:50]!r} is not in 1..{_MAX_FRAMES}")
     if not (_is_int(size) and 1 <= size <= _MAX_IMAGE):
         raise bad(f"image_size {str(size)[:50]!r} is not in 1..{_MAX_IMAGE}")
+    if meta.get("layout", "frames") not in LAYOUTS:
+        raise bad(f"layout {str(meta.get('layout'))[:50]!r} is not one of {', '.join(LAYOUTS)} (a pack of a newer "
+                  f"rdfer?)")
     samples = meta.get("samples")
     if not isinstance(samples, list):
         raise bad("'samples' is not a list")
@@ -492,16 +612,30 @@ class WebDatasetVideos(IterableDataset):
         train: jittered frame sampling and a new shard order and shuffle each epoch.
         seed: seeds the shard orders and shuffle buffers (epoch by epoch, see :meth:`set_epoch`).
         shuffle_buffer: samples held per worker for shuffling (training only).
-        decode_on_device: ship JPEG bytes, decode with :func:`batch_videos` in the training process.
+        decode_on_device: ship JPEG bytes, decode with :func:`batch_videos` in the training process
+            (not for ``npy`` shards: their frames are decoded already).
         origin: where ``shards`` came from: ``"user"`` (typed for this run) or ``"config"`` (a
             file: no ``pipe:`` or other program), see :func:`expand_shards`.
+        image_size: frame side of the items (default: the stored size). Smaller than stored, JPEGs
+            are decoded at libjpeg-turbo's reduced DCT scale (a 224 px pack read at 112 px decodes
+            at half scale, no resize), the rest resized bilinear, as the folder loader does; not
+            with ``decode_on_device``.
+        decode_threads: threads decoding one item's JPEG frames. Default (None): 1 inside
+            DataLoader workers (they decode in parallel already), else one per core up to 4
+            (the folder loader's rule, :class:`~rdfer.data.VideoCSV`).
 
     Attributes ``classes``, ``labels``, ``samples`` (source path, label; index order),
-    ``keys``, ``num_frames``, ``image_size`` (the stored size), ``urls``.
+    ``keys``, ``num_frames``, ``image_size`` (the items'), ``stored_size`` (the shards'), ``layout``
+    (the index's, or the one layout of every scanned sample; None when they differ), ``urls``.
     """
 
     def __init__(self, shards: Union[str, Sequence[str]], num_frames: Optional[int] = None, train: bool = False,
-                 seed: int = 0, shuffle_buffer: int = 64, decode_on_device: bool = False, origin: str = "user"):
+                 seed: int = 0, shuffle_buffer: int = 64, decode_on_device: bool = False, origin: str = "user",
+                 image_size: Optional[int] = None, decode_threads: Optional[int] = None):
+        if image_size is not None and not (_is_int(image_size) and 1 <= image_size <= _MAX_IMAGE):
+            raise ValueError(f"image_size {image_size!r} is not in 1..{_MAX_IMAGE}")
+        if decode_threads is not None and decode_threads < 1:
+            raise ValueError(f"decode_threads must be >= 1 or None, got {decode_threads}")
         self.spec = shards
         self.urls, index = expand_shards(shards, origin)
         if not self.urls:
@@ -515,14 +649,17 @@ class WebDatasetVideos(IterableDataset):
                 raise ValueError(f"{shards}: the pack is incomplete; run the same `rdfer pack` command again to "
                                  "finish it")
             per_shard, classes, stored, size = _index_records(where, index, self.urls)
+            layouts = {meta.get("layout", "frames")}
         else:  # any WebDataset: one pass over the .json members for the labels
             per_shard = [_scan(u) for u in self.urls]
+            layouts = {r["layout"] for s in per_shard for r in s if r["valid"]}
             found = {tuple(r["classes"]) for s in per_shard for r in s if r.get("classes")}
             if len(found) > 1:
                 raise ShardError(f"the shards of {shards!r} disagree on the class list: {sorted(found)}")
             classes = list(found.pop()) if found else None
             for url, shard in zip(self.urls, per_shard):
                 for r in shard:
+                    del r["layout"]  # told again by each sample's members when it is read
                     if r.pop("classes", None) is None and classes:  # checked against 0..999 only when scanned
                         problem = _label_problem(r["label"], classes)
                         if problem:
@@ -540,7 +677,16 @@ class WebDatasetVideos(IterableDataset):
         if not 1 <= self.num_frames <= max(stored, 1):
             raise ValueError(f"{shards} stores up to {stored} frames per video; num_frames={self.num_frames} is not "
                              f"in 1..{stored} (pack again with more frames)")
-        self.image_size = size if size is not None else self._probe_size()
+        self.layout: Optional[str] = layouts.pop() if len(layouts) == 1 else None
+        if decode_on_device and self.layout == "npy":
+            raise ValueError(f"{shards}: npy shards hold decoded frames: nothing to decode on the device (drop "
+                             f"--decode-on-device, or pack with --layout clip)")
+        self.stored_size = size if size is not None else self._probe_size()
+        self.image_size = self.stored_size if image_size is None else int(image_size)
+        if decode_on_device and self.image_size != self.stored_size:
+            raise ValueError(f"{shards}: decode_on_device decodes the stored {self.stored_size} px frames; "
+                             f"image_size={self.image_size} needs decoding here")
+        self.decode_threads = decode_threads
         self.face_crop = meta.get("face_crop") if isinstance(meta, dict) else None  # rdfer pack --crop-faces
         self.train = bool(train)
         self.seed, self.shuffle_buffer, self.decode_on_device = int(seed), int(shuffle_buffer), bool(decode_on_device)
@@ -700,11 +846,14 @@ class WebDatasetVideos(IterableDataset):
                                  f"{str(value)[:80]!r} is not the index's {str(rec[field])[:80]!r}: the shard changed "
                                  f"since its index was written: pack again")
 
+    # The folder loader's rule: one thread inside DataLoader workers, else one per core up to 4.
+    _threads = VideoCSV._threads
+
     def _item(self, index: int, sample: Dict[str, bytes]) -> Dict[str, Any]:
         import simplejpeg
 
         rec = self._records[index]
-        t, s = self.num_frames, self.image_size
+        t, s, stored = self.num_frames, self.image_size, self.stored_size
         try:
             meta = json.loads(sample["json"])
         except (KeyError, ValueError):
@@ -715,20 +864,32 @@ class WebDatasetVideos(IterableDataset):
         self._check_unchanged(index, meta)
         item["fps"] = meta.get("fps")
         n = rec["n_frames"]  # checked: at most the frames the shard held when it was indexed or scanned
-        names = [_frame_member(j) for j in range(n)]
-        if not rec["valid"] or n < 1 or any(name not in sample for name in names):
+        if not rec["valid"] or n < 1:
+            return self._invalid(item)
+        layout = _layout_of(sample)
+        if layout == "npy":
+            array = None if self.decode_on_device else _npy_frames(sample["npy"])
+            if array is None or array.shape != (n, stored, stored, 3):
+                return self._invalid(item)  # not uint8 (n, S, S, 3), or decode_on_device: nothing to ship
+        elif layout == "clip":
+            jpegs = _clip_frames(meta, sample["mjpeg"], n)
+        else:
+            jpegs = [sample.get(_frame_member(j)) for j in range(n)]
+            jpegs = None if any(jpeg is None for jpeg in jpegs) else jpegs
+        if layout != "npy" and jpegs is None:
             return self._invalid(item)
         pick = sample_indices(n, t, self.train)
         source_frames = meta.get("frame_index")
         if not (isinstance(source_frames, list) and len(source_frames) == n and all(map(_is_int, source_frames))):
             source_frames = list(range(n))
         item["frame_index"] = torch.as_tensor(source_frames, dtype=torch.long)[pick]
+        picks = pick.tolist()
         if self.decode_on_device:
-            chunks = [sample[names[j]] for j in pick.tolist()]
+            chunks = [jpegs[j] for j in picks]
             try:  # the header here, the rest on the device: a frame that cannot be read excludes its video
-                for j in set(pick.tolist()):
-                    h, w, colour, _ = simplejpeg.decode_jpeg_header(sample[names[j]])
-                    if (h, w) != (s, s) or colour not in ("YCbCr", "RGB", "Gray"):
+                for j in set(picks):
+                    h, w, colour, _ = simplejpeg.decode_jpeg_header(jpegs[j])
+                    if (h, w) != (s, s) or colour not in _COLOURS:
                         return self._invalid(item)
             except ValueError:
                 return self._invalid(item)
@@ -736,30 +897,63 @@ class WebDatasetVideos(IterableDataset):
             return {**item, "jpeg": torch.frombuffer(bytearray(b"".join(chunks)), dtype=torch.uint8),
                     "jpeg_offsets": torch.as_tensor(offsets, dtype=torch.long), "valid": True}
         video = torch.empty((3, t, s, s), dtype=torch.uint8)
-        decoded: Dict[int, np.ndarray] = {}
-        try:
-            for slot, j in enumerate(pick.tolist()):
-                if j not in decoded:  # short videos repeat frames: decode each once
-                    decoded[j] = simplejpeg.decode_jpeg(sample[names[j]], colorspace="RGB")
-                    if decoded[j].shape != (s, s, 3):
-                        raise ValueError(f"frame {j} is {decoded[j].shape[1]}x{decoded[j].shape[0]}, not {s}x{s}")
-                video[:, slot] = torch.from_numpy(decoded[j]).permute(2, 0, 1)
-        except ValueError:  # a damaged JPEG: the sample is excluded and reported, the run goes on
-            return self._invalid(item)
+        if layout == "npy" and s == stored:
+            np.copyto(video.numpy(), array[picks].transpose(3, 0, 1, 2))
+            return {**item, "video": video, "valid": True}
+        distinct = list(dict.fromkeys(picks))  # short videos repeat frames: each decoded once
+        if layout == "npy":
+            frames = np.stack([_resize(array[j], s) for j in distinct])
+        else:
+            frames = self._decode(jpegs, distinct)
+            if frames is None:  # a damaged JPEG: the sample is excluded and reported, the run goes on
+                return self._invalid(item)
+        if len(distinct) < len(picks):
+            row = {j: r for r, j in enumerate(distinct)}
+            frames = frames[[row[j] for j in picks]]
+        np.copyto(video.numpy(), frames.transpose(3, 0, 1, 2))
         return {**item, "video": video, "valid": True}
+
+    def _decode(self, jpegs: Sequence[Any], wanted: List[int]) -> Optional[np.ndarray]:
+        """JPEGs ``wanted`` (distinct) of ``jpegs`` decoded into one uint8 ``(len(wanted), S, S, 3)``
+        array (in this process's decoding threads), or None when one of them cannot be."""
+        out = np.empty((len(wanted), self.image_size, self.image_size, 3), dtype=np.uint8)
+
+        def decode(rows: List[int]) -> bool:
+            try:
+                for r in rows:
+                    _decode_jpeg(jpegs[wanted[r]], self.stored_size, self.image_size, out[r])
+            except ValueError:
+                return False
+            return True
+
+        threads = self._threads()
+        if threads < 2 or len(wanted) < 2:
+            return out if decode(list(range(len(wanted)))) else None
+        shares = [list(range(k, len(wanted), threads)) for k in range(min(threads, len(wanted)))]  # a task a thread
+        return out if all(list(_thread_pool(threads).map(decode, shares))) else None
 
     def _probe_size(self) -> int:
         """The stored frame size, from the first readable frame of a valid sample (shards without an
-        index); a damaged frame is skipped, as training skips its sample."""
+        index): a JPEG's header (the first of a .mjpeg) or a .npy array's; a damaged one is skipped,
+        as training skips its sample."""
         import simplejpeg
+
+        def select(name: str) -> bool:
+            return name.lower().endswith((".jpg", ".jpeg", ".mjpeg", ".npy"))
 
         for k, url in enumerate(self.urls):
             if any(r["valid"] for r in self._records[self._shard_start[k]: self._shard_start[k + 1]]):
-                for _, ext, data in _members(url, select=lambda f: f.lower().endswith((".jpg", ".jpeg"))):
-                    try:
-                        h, w, _, _ = simplejpeg.decode_jpeg_header(data)
-                    except ValueError:
-                        continue
+                for _, ext, data in _members(url, select=select):
+                    if ext == "npy":
+                        array = _npy_frames(data)
+                        if array is None:
+                            continue
+                        h, w = array.shape[1:3]
+                    else:
+                        try:
+                            h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+                        except ValueError:
+                            continue
                     if h != w or not 1 <= h <= _MAX_IMAGE:
                         raise ShardError(f"{url}: frames are {w}x{h}; rdfer reads square frames of up to "
                                          f"{_MAX_IMAGE} px")
@@ -770,6 +964,35 @@ class WebDatasetVideos(IterableDataset):
         return (f"WebDatasetVideos({self.spec!r}, {len(self)} videos in {len(self.urls)} shards, "
                 f"{len(self.classes)} classes, num_frames={self.num_frames}, image_size={self.image_size}, "
                 f"train={self.train})")
+
+
+_COLOURS = ("YCbCr", "RGB", "Gray")  # what libjpeg-turbo turns into RGB as nvJPEG and Pillow do (not CMYK)
+
+
+def _resize(rgb: np.ndarray, size: int) -> np.ndarray:
+    """``(H, W, 3)`` uint8 -> ``(size, size, 3)``, bilinear (as :func:`rdfer.data.decode.load_frame`)."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
+
+
+def _decode_jpeg(data: Any, stored: int, size: int, out: np.ndarray) -> None:
+    """Decode one stored frame (a ``stored`` px square JPEG, else ValueError) into ``out``
+    (``(size, size, 3)`` RGB) with libjpeg-turbo: straight into ``out`` at the stored size, else at
+    the smallest DCT scale that still gives ``size`` px (the folder loader's rule,
+    :func:`rdfer.data.decode.load_frame`), resized bilinear when the size still differs."""
+    import simplejpeg
+
+    h, w, colour, _ = simplejpeg.decode_jpeg_header(data)
+    if (h, w) != (stored, stored) or colour not in _COLOURS:
+        raise ValueError(f"a {w}x{h} {colour} frame, not {stored}x{stored}")
+    if size == stored:
+        simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False, buffer=out)
+        return
+    scale = _draft_scale(w, h, size)
+    rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False,
+                                 min_height=-(-h // scale), min_width=-(-w // scale))
+    out[...] = rgb if rgb.shape[:2] == (size, size) else _resize(rgb, size)
 
 
 def _shuffled(stream, size: int, rng: np.random.Generator):

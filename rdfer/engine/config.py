@@ -261,7 +261,7 @@ class TrainConfig:
     # Each training video zoomed about its centre by a random factor in [1/(1+s), 1+s] (0: off):
     # faces framed a little tighter and wider than the training crops (issue 35)
     scale_jitter: float = 0.0
-    amp: bool = False  # bf16 autocast, CUDA only
+    amp: bool = False  # bf16 autocast: a GPU, or a CPU with native bf16 (AVX512-BF16, AMX)
     device: str = "auto"
     workers: int = field(default_factory=default_workers)  # min(4, available cores)
     decode_on_device: bool = False  # webdataset: JPEG frames decoded on the training device, not in the workers

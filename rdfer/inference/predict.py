@@ -6,7 +6,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -15,7 +15,8 @@ import torch.nn as nn
 if TYPE_CHECKING:
     from .faces import FaceFraming, FaceTrack
 
-__all__ = ["VideoPrediction", "UnreadableVideo", "NoFace", "FaceClip", "read_video", "predict_video", "predict_frames",
+__all__ = ["VideoPrediction", "UnreadableVideo", "NoFace", "FaceClip", "read_video", "predict_video", "predict_videos",
+           "predict_frames",
            "scan_video", "read_face_clip", "model_framing"]
 
 # Exit codes of `rdfer predict`, documented in its --help.
@@ -284,10 +285,74 @@ def _scan(path: Union[str, Path], detector: Optional[Callable], stride: int,
             scale[:] = [1.0, 1.0]
             return frame.to_ndarray(format="rgb24")
 
-        track = track_boxes(((lambda f=f: rgb(f)) for f in keeping(frames)), detector, stride)
+        def items() -> Iterator[Callable[[], np.ndarray]]:
+            for k, frame in enumerate(keeping(frames)):
+                if k % stride == 0:  # a keyframe, examined for sure: converted here, in the decoding thread
+                    small = rgb(frame)
+                    yield lambda small=small: small
+                else:  # examined only around a jump: converted when asked
+                    yield lambda frame=frame: rgb(frame)
+
+        with _in_background(items(), depth=2 * stride) as stream:
+            track = track_boxes(stream, detector, stride)
     if scale:  # boxes back to full-frame pixels
         track.boxes *= np.array([scale[0], scale[1], scale[0], scale[1]])
     return len(track.boxes), fps, track, kept
+
+
+_DONE = object()
+
+
+@contextmanager
+def _in_background(items: Iterator, depth: int) -> Iterator[Iterator]:
+    """``with _in_background(items, depth) as stream``: ``items``, produced in a background thread
+    up to ``depth`` ahead. Decoding (FFmpeg, and PyAV's conversions) releases the GIL, so the
+    video is decoded while the face detector (OpenCV, which releases it too) works on the frames
+    before. An error of the producer is raised from ``stream``. The thread has ended when the
+    ``with`` block does, however it ends (an exception's traceback may keep ``stream`` alive
+    longer: the container that ``items`` decodes from must never close under a running thread)."""
+    import queue
+    import threading
+
+    box: "queue.Queue" = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        box.put((item, None), timeout=0.05)
+                        break
+                    except queue.Full:
+                        pass
+                if stop.is_set():
+                    return
+            box.put((_DONE, None))
+        except BaseException as err:  # handed over, raised in the consumer's thread
+            box.put((_DONE, err))
+
+    def consume() -> Iterator:
+        while True:
+            item, err = box.get()
+            if err is not None:
+                raise err
+            if item is _DONE:
+                return
+            yield item
+
+    thread = threading.Thread(target=produce, name="rdfer-decode", daemon=True)
+    thread.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue, then wait for it
+            try:
+                box.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
 
 
 def _expected_frames(path: Union[str, Path]) -> Tuple[int, int, int]:
@@ -489,9 +554,66 @@ def predict_video(
     no face at all returns ``status="no_face"`` instead of raising. A face so large in its frame
     that the crop cannot hold the training faces' margin says so in ``message``.
     """
-    from ..data.sampling import eval_indices
-    from .faces import create_face_detector
+    settings = _settings(model, class_names, num_frames, image_size, detector, crop_margin)
+    face = _read_face(path, settings, detect_stride)
+    return face if isinstance(face, VideoPrediction) else _infer(model, str(path), face, settings, device)
 
+
+def predict_videos(
+    paths: Iterable[Union[str, Path]],
+    model: nn.Module,
+    class_names: Optional[Sequence[str]] = None,
+    num_frames: Optional[int] = None,
+    image_size: Optional[int] = None,
+    detector: Union[str, Callable, None] = "auto",
+    detect_stride: int = 8,
+    device: Union[str, torch.device] = "cpu",
+    crop_margin: Optional[float] = None,
+    workers: int = 2,
+) -> Iterator[VideoPrediction]:
+    """:func:`predict_video` on each of ``paths``, the results yielded in order as they are ready.
+
+    The videos are pipelined: the face passes (decoding, detection, cropping) of the next
+    ``workers`` videos run in threads while the model predicts the current one (``rdfer predict
+    a.mp4 b.mp4 ...``). A named detector is built anew for each video, so no detector is shared
+    between threads; a detector given as a callable runs in one thread (it need not be
+    thread-safe). The results are those of :func:`predict_video`, one video at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = _settings(model, class_names, num_frames, image_size, detector, crop_margin)
+    workers = max(1, int(workers)) if settings.detector is None or isinstance(settings.detector, str) else 1
+    paths = iter(paths)
+    with ThreadPoolExecutor(workers, thread_name_prefix="rdfer-face") as pool:
+        pending: List[Tuple[str, Any]] = []  # (path, future of its face pass), in order; at most workers + 1
+        try:
+            while True:
+                while len(pending) <= workers:
+                    path = next(paths, _DONE)
+                    if path is _DONE:
+                        break
+                    pending.append((str(path), pool.submit(_read_face, path, settings, detect_stride)))
+                if not pending:
+                    return
+                path, future = pending.pop(0)
+                face = future.result()
+                yield face if isinstance(face, VideoPrediction) else _infer(model, path, face, settings, device)
+        finally:
+            for _, future in pending:  # stopped early: the passes not started are dropped
+                future.cancel()
+
+
+@dataclass
+class _Settings:
+    """What :func:`predict_video` reads a video with, fixed once per model."""
+
+    class_names: List[str]
+    num_frames: int
+    image_size: int
+    framing: Optional["FaceFraming"]
+    detector: Union[str, Callable, None]  # a name of DETECTORS, a callable, or None (no detection)
+
+
+def _settings(model: nn.Module, class_names, num_frames, image_size, detector, crop_margin) -> _Settings:
     from ..engine.datasets import setting_from_checkpoint, trained_data_config
 
     # What training fixed wins; an argument that contradicts it is an error, not a silent re-scaling.
@@ -506,17 +628,33 @@ def predict_video(
     num_frames, image_size = (16 if num_frames is None else num_frames), (112 if image_size is None else image_size)
     if num_frames < 1 or image_size < 1:
         raise ValueError(f"num_frames and image_size must be >= 1, got {num_frames} and {image_size}")
-    path = str(path)
     framing = model_framing(model, crop_margin) if detector is not None else None
     name = framing.detector if detector == "auto" and framing is not None else detector
+    return _Settings(list(class_names), num_frames, image_size, framing, name)
+
+
+def _read_face(path: Union[str, Path], settings: _Settings, detect_stride: int) -> Union[FaceClip, VideoPrediction]:
+    """The face clip of ``path``, or its result when it has none (unreadable, no face)."""
+    from ..data.sampling import eval_indices
+    from .faces import create_face_detector
+
+    path, name = str(path), settings.detector
     det = create_face_detector(name) if isinstance(name, str) else name
     try:
-        face = read_face_clip(path, lambda n: eval_indices(n, num_frames), image_size, framing, det, detect_stride)
+        face = read_face_clip(path, lambda n: eval_indices(n, settings.num_frames), settings.image_size,
+                              settings.framing, det, detect_stride)
     except UnreadableVideo as err:  # a broken file is a per-video result, not a crash of the batch
         return VideoPrediction(path, "unreadable", str(err))
     except NoFace as err:
         return VideoPrediction(path, "no_face", "no face found in any frame", fps=err.fps, num_frames=err.num_frames,
                                frames_without_face=list(range(err.num_frames)))
+    return face
+
+
+def _infer(model: nn.Module, path: str, face: FaceClip, settings: _Settings, device: Union[str, torch.device]
+           ) -> VideoPrediction:
+    """The prediction for the face clip of ``path`` read by :func:`_read_face`."""
+    class_names, framing, name = settings.class_names, settings.framing, settings.detector
     clip, loaded, n, fps, missing = face.frames, face.frame_index, face.num_frames, face.fps, face.frames_without_face
     notes = [f"{len(missing)} frames without a face; their boxes were interpolated"] if missing else []
     if isinstance(name, str) and framing.source not in ("default", "option") and name != framing.detector:
