@@ -130,7 +130,9 @@ def test_haar_faces_in_a_folder_of_real_frames(trained_run, real_clip, tmp_path)
     n_video, _, track_video = scan_video(clip, HaarFaceDetector(), 4)
     assert n == n_video == len(frames)
     assert (track.has_face == track_video.has_face).mean() >= 0.9 and track.has_face.mean() > 0.8
-    assert np.nanmax(np.abs(track.boxes - track_video.boxes)) < 12  # pixels, of a ~190 px face
+    # pixels, of a ~190 px face: under a tenth of it (the tracker steps face sizes by 1.2; the two
+    # downscalers may tip a frame to the neighbouring step)
+    assert np.nanmax(np.abs(track.boxes - track_video.boxes)) < 19
     model = rdfer.load_model(trained_run[0])
     res = predict_video(folder, model, detect_stride=4)
     video = predict_video(clip, model, detect_stride=4)

@@ -30,18 +30,19 @@ class HaarFaceDetector:
             the real test clips). :func:`rdfer.predict_video` has the decoder deliver frames at
             this size already, so the full-size frame is never converted.
         min_size_frac: smallest face, as a fraction of the shorter side of the frame.
-        track_margin, track_sizes: :meth:`track` searches the previous box widened by
-            ``track_margin`` box sides on each side, for faces of ``track_sizes`` (lowest,
-            highest) times its size. A face moves less than a quarter of its size and changes
-            size by less than a third between keyframes (8 frames apart by default); one that
-            does more is found by the whole-frame search that follows. These values cost 30%
-            less CPU than (0.5, (0.6, 1.6)) on the 20 s benchmark clip and keep mean box IoU
-            within 0.01 of per-frame detection on the real test clips
-            (benchmarks/results/predict_speed.md).
+        track_margin, track_sizes, track_scale_factor: :meth:`track` searches the previous box
+            widened by ``track_margin`` box sides on each side, for faces of ``track_sizes``
+            (lowest, highest) times its size, in steps of ``track_scale_factor``. A face moves
+            less than a quarter of its size and changes size by less than a third between
+            keyframes (8 frames apart by default); one that does more is found by the
+            whole-frame search that follows. These values cost 37% less CPU than
+            (0.5, (0.6, 1.6), 1.1) on the 20 s benchmark clip and keep mean box IoU within 0.01 of
+            per-frame detection on the real test clips (benchmarks/results/predict_speed.md).
     """
 
     def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size_frac: float = 0.1, max_side: int = 320,
-                 track_margin: float = 0.25, track_sizes: Tuple[float, float] = (0.75, 4 / 3)) -> None:
+                 track_margin: float = 0.25, track_sizes: Tuple[float, float] = (0.75, 4 / 3),
+                 track_scale_factor: float = 1.2) -> None:
         try:
             import cv2
         except ImportError as err:  # optional dependency
@@ -53,7 +54,7 @@ class HaarFaceDetector:
         self.cv2 = cv2
         self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
         self.min_size_frac, self.max_side = min_size_frac, max_side
-        self.track_margin, self.track_sizes = track_margin, track_sizes
+        self.track_margin, self.track_sizes, self.track_scale_factor = track_margin, track_sizes, track_scale_factor
 
     def _gray(self, frame: np.ndarray) -> Tuple[np.ndarray, float]:
         cv2 = self.cv2
@@ -64,9 +65,10 @@ class HaarFaceDetector:
             gray = cv2.resize(gray, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_AREA)
         return gray, scale
 
-    def _largest(self, gray: np.ndarray, min_side: int, max_side: int = 0) -> Optional[Tuple[int, int, int, int]]:
-        faces = self.cascade.detectMultiScale(gray, self.scale_factor, self.min_neighbors, minSize=(min_side, min_side),
-                                              maxSize=(max_side, max_side))
+    def _largest(self, gray: np.ndarray, min_side: int, max_side: int = 0,
+                 scale_factor: Optional[float] = None) -> Optional[Tuple[int, int, int, int]]:
+        faces = self.cascade.detectMultiScale(gray, scale_factor or self.scale_factor, self.min_neighbors,
+                                              minSize=(min_side, min_side), maxSize=(max_side, max_side))
         return None if len(faces) == 0 else tuple(int(v) for v in max(faces, key=lambda f: f[2] * f[3]))
 
     def __call__(self, frame: np.ndarray) -> Optional[Box]:
@@ -80,8 +82,8 @@ class HaarFaceDetector:
     def track(self, frame: np.ndarray, previous: Box) -> Optional[Box]:
         """The face near ``previous`` (a box of a nearby frame): the cascade runs only on the
         region around it (``track_margin`` box sides on each side) and for faces of
-        ``track_sizes`` times its size, several times cheaper than a search of the whole frame
-        at every size. None when no face is there."""
+        ``track_sizes`` times its size (steps of ``track_scale_factor``), several times cheaper
+        than a search of the whole frame at every size. None when no face is there."""
         gray, scale = self._gray(frame)
         x0, y0, x1, y1 = (v * scale for v in previous)
         side = max(x1 - x0, y1 - y0)
@@ -93,7 +95,7 @@ class HaarFaceDetector:
         lo = max(int(min(gray.shape) * self.min_size_frac), int(small * side))
         if right - left < lo or bottom - top < lo:
             return None
-        found = self._largest(gray[top:bottom, left:right], lo, int(large * side) + 1)
+        found = self._largest(gray[top:bottom, left:right], lo, int(large * side) + 1, self.track_scale_factor)
         if found is None:
             return None
         x, y, fw, fh = found
