@@ -11,9 +11,9 @@ clips themselves are measured too when present.
 
 Each measurement runs in a fresh process: ``rdfer_small`` (random weights: speed does not depend
 on them) saved with the training defaults (64 frames of 112 px), loaded once, one warm-up
-prediction on a tiny video, then ``rdfer.predict_video`` on the video, timed (the default setting 3 times, the median reported). Peak memory is
-the growth of the peak resident size (``VmHWM``, reset before the call) over the resident
-size before it. Two settings:
+prediction on a tiny video, then ``rdfer.predict_video`` on the video, timed (the default
+setting 3 times, the median reported). Peak memory is the growth of the peak resident size
+(``VmHWM``, reset before each call) over the resident size before it, the largest of the calls. Two settings:
 
 * **default**: detection on every 8th frame at 320 px (``detect_stride=8``), near the last box
   (a quarter of its side around it, faces of 0.75-1.33 times its size) except every 6th time,

@@ -16,8 +16,7 @@ if TYPE_CHECKING:
     from .faces import FaceFraming, FaceTrack
 
 __all__ = ["VideoPrediction", "UnreadableVideo", "NoFace", "FaceClip", "read_video", "predict_video", "predict_videos",
-           "predict_frames",
-           "scan_video", "read_face_clip", "model_framing"]
+           "predict_frames", "scan_video", "read_face_clip", "model_framing"]
 
 # Exit codes of `rdfer predict`, documented in its --help.
 EXIT_OK, EXIT_NO_FACE, EXIT_UNREADABLE = 0, 3, 4
