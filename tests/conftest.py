@@ -63,6 +63,22 @@ def tiny_config(out, **overrides):
     return TrainConfig(**values)
 
 
+def assert_resume_is_bit_identical(tmp_path, **cfg) -> None:
+    """Training ``cfg`` straight through, and stopped after epoch 1 then resumed, gives the same
+    weights (bit for bit) and the same test metrics."""
+    from safetensors.torch import load_file
+
+    from rdfer.engine.train import train
+
+    straight = train(tiny_config(tmp_path / "straight", **cfg))
+    train(tiny_config(tmp_path / "resumed", stop_after=1, **cfg))
+    resumed = train(tiny_config(tmp_path / "resumed", resume=True, **cfg))
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    assert straight["test_last_epoch"] == resumed["test_last_epoch"]
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """One trained tiny model (run folder), shared by eval / audit / analyze / export / predict tests."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import GN_OPTIONS, REPO, tiny_config
+from conftest import GN_OPTIONS, REPO, assert_resume_is_bit_identical, tiny_config
 from data_trees import corrupt, make_dfew, video_frame_numbers, write_dfew_csv, write_frames
 from rdfer.data import DFEW, PackedDataset, WebDatasetVideos, batch_videos, collate_videos, pack_dataset, write_webdataset
 from rdfer.data.decode import BadInputWarning
@@ -323,20 +323,9 @@ def test_torchrun_two_ranks_two_workers_train_on_every_sample_once_per_epoch(pac
 
 
 def test_resume_at_an_epoch_boundary_is_bit_identical(packs, tmp_path):
-    from safetensors.torch import load_file
-
-    from rdfer.engine.train import train
-
     _, train_dir, test_dir = packs
-    cfg = dict(dataset="webdataset", train_source=str(train_dir), test_source=str(test_dir), batch_size=4, workers=2,
-               augment=True)
-    straight = train(tiny_config(tmp_path / "straight", **cfg))
-    train(tiny_config(tmp_path / "resumed", stop_after=1, **cfg))
-    resumed = train(tiny_config(tmp_path / "resumed", resume=True, **cfg))
-    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert straight["test_last_epoch"] == resumed["test_last_epoch"]
+    assert_resume_is_bit_identical(tmp_path, dataset="webdataset", train_source=str(train_dir),
+                                   test_source=str(test_dir), batch_size=4, workers=2, augment=True)
 
 
 def test_cli_pack_format_webdataset_then_train_and_eval(packs, tmp_path):

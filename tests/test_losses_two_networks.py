@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import rdfer
-from conftest import GN_OPTIONS, REPO, tiny_config
+from conftest import GN_OPTIONS, REPO, assert_resume_is_bit_identical, tiny_config
 from data_trees import write_video
 from rdfer.engine.train import train
 from rdfer.losses import HARD, NOISY, ORDINARY, AgreementLoss, PairLoss, create_strategy
@@ -271,14 +271,8 @@ def test_train_dividemix_pair_end_to_end(tmp_path):
 
 
 def test_two_network_resume_is_bit_identical(tmp_path):
-    cfg = dict(strategy="coteaching", epochs=3, mixup=1.0, strategy_options={"num_gradual": 1})
-    straight = train(tiny_config(tmp_path / "straight", **cfg))
-    train(tiny_config(tmp_path / "resumed", stop_after=1, **cfg))
-    resumed = train(tiny_config(tmp_path / "resumed", resume=True, **cfg))
-    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert straight["test_last_epoch"] == resumed["test_last_epoch"]
+    assert_resume_is_bit_identical(tmp_path, strategy="coteaching", epochs=3, mixup=1.0,
+                                   strategy_options={"num_gradual": 1})
 
 
 def test_two_network_divergence_stops_unsaved(tmp_path):
